@@ -1,0 +1,56 @@
+import onnx
+import pytest
+import torch
+
+import export
+from model import Net
+
+
+@pytest.fixture(scope="module")
+def model_and_onnx():
+    torch.manual_seed(0)
+    model = Net().eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model, export.export_onnx(model)
+
+
+def test_onnx_matches_pytorch_on_a_batch(model_and_onnx):
+    model, onnx_bytes = model_and_onnx
+    images, targets = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
+    check = export.compare_with_pytorch(onnx_bytes, model, images, targets, batch_size=25)
+    assert check["images"] == 64 and check["disagreements"] == 0
+    assert check["max_abs_diff"] < 1e-4 and check["torch_accuracy"] == check["onnx_accuracy"]
+
+
+def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
+    graph = onnx.load_from_string(model_and_onnx[1]).graph
+    (image,), (log_probs,) = graph.input, graph.output
+    assert (image.name, log_probs.name) == ("image", "log_probs")
+    batch_dim = image.type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    assert [d.dim_value for d in image.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
+
+
+def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(export, "ensure_mnist", lambda data_dir: None)
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(Net().state_dict(), checkpoint)
+    export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
+                 "--data-dir", str(synthetic_mnist)])
+    printed = capsys.readouterr().out
+    assert "on 100 MNIST test images" in printed and "0 differing predictions" in printed
+    onnx.checker.check_model(onnx.load(tmp_path / "m.onnx"))
+
+
+def test_export_refuses_a_model_that_does_not_match(synthetic_mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "ensure_mnist", lambda data_dir: None)
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(Net().state_dict(), checkpoint)
+    monkeypatch.setattr(export, "MAX_ABS_DIFF", 0.0)  # nothing can pass a zero tolerance
+    with pytest.raises(SystemExit, match="does not match PyTorch"):
+        export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
+                     "--data-dir", str(synthetic_mnist)])
+    assert not (tmp_path / "m.onnx").exists()
