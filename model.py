@@ -6,6 +6,9 @@ Eight convolutions, no bias (BatchNorm follows each one that matters), a 1x1
 its torchsummary table, which matches the seed document row for row.
 """
 
+import pickle
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -62,12 +65,18 @@ def safe_load(path, device="cpu"):
     """torch.load with weights_only=True: a checkpoint is data, and loading one must not
     run code. Any failure becomes one CheckpointError line that names the file."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning is noise here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except Exception as error:  # torch.load raises many kinds for a bad file; all mean the same
-        reason = " ".join(str(error).split())[:160] or type(error).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch file ({reason})") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a file") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a PyTorch weights file, or one that would run code "
+                              "to load (refused: weights_only=True)") from None
+    except Exception:  # torch.load raises many kinds (EOFError, RuntimeError...) for a bad file
+        raise CheckpointError(f"{path}: empty, truncated or corrupted; not a PyTorch file") from None
 
 
 def load_model(path, device="cpu"):

@@ -83,7 +83,7 @@ def to_mnist_digit(gray):
     ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     scale = 20 / max(ink.shape)
     size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
-    digit = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    digit = np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.BILINEAR))
     # Shrinking greys out thin strokes; MNIST strokes peak at full white, so stretch back.
     return place_by_centre_of_mass(np.clip(digit / digit.max(), 0, 1))
 
@@ -106,7 +106,7 @@ def normalize(digit):
 
 
 def save_digit_png(digit, path):
-    image = Image.fromarray(np.round(digit * 255).astype(np.uint8), mode="L")
+    image = Image.fromarray(np.round(digit * 255).astype(np.uint8))
     atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 

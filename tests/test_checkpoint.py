@@ -146,6 +146,7 @@ def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path):
         mid_write += bool(leftovers)
         for leftover in leftovers:
             leftover.unlink()
+    print(f"{mid_write} of 25 kills landed in the middle of a write")
     assert mid_write >= 5, "too few kills landed in the middle of a write to prove anything"
 
 
