@@ -116,27 +116,35 @@ def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def write_checkpoints_forever(path, marker):
+def checkpoint_contents():
+    """What save_checkpoint takes after the epoch number, for an untrained model."""
     model = Net()
     optimizer, scheduler = train.make_optimizer(model, train.parse_args(["--epochs", "1"]), 10)
     loader = torch.utils.data.DataLoader([0], generator=torch.Generator())
     config = dict(vars(train.parse_args([])), batch_size=64, parameters=7544)
+    return [], config, model, optimizer, scheduler, loader
+
+
+def write_checkpoints_forever(path, marker, ready):
+    contents = checkpoint_contents()
+    ready.set()
     while True:
-        save_checkpoint(path, marker, [], config, model, optimizer, scheduler, loader)
+        save_checkpoint(path, marker, *contents)
 
 
 def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path):
     """Kill a process that rewrites the checkpoint in a loop, 25 times at random moments:
     the file on disk must load every time (the old one, or the new one whole)."""
     path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, -1, *checkpoint_contents())  # the good checkpoint that must survive
     fork = multiprocessing.get_context("fork")
-    rng, mid_write, last_seen = random.Random(0), 0, 0
+    rng, mid_write, last_seen = random.Random(0), 0, -1
     for attempt in range(25):
-        writer = fork.Process(target=write_checkpoints_forever, args=(path, attempt))
+        ready = fork.Event()
+        writer = fork.Process(target=write_checkpoints_forever, args=(path, attempt, ready))
         writer.start()
-        while not path.exists():
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.05))
+        assert ready.wait(30)
+        time.sleep(rng.uniform(0, 0.02))
         os.kill(writer.pid, signal.SIGKILL)
         writer.join()
         epoch = load_checkpoint(path)["epoch"]  # the last whole write, never a torn one

@@ -1,7 +1,10 @@
 import gzip
 import hashlib
+import io
 import os
 import pickle
+import pickletools
+import struct
 import zipfile
 
 import numpy as np
@@ -75,17 +78,35 @@ def test_all_sources_failing_names_the_folder_and_leaves_nothing(tmp_path, synth
     assert leftovers == [".mnist.lock"]  # the lock file, empty; no data file, whole or partial
 
 
-def classic_pickle(train=50, valid=20, test=30):
-    """A small pickle in mnist.pkl.gz's layout: float32 pixels = uint8 / 256, int64 labels.
+class Python2StylePickler(pickle._Pickler):
+    """Writes bytes as Python 2 did (SHORT_BINSTRING / BINSTRING), so that a protocol-2
+    pickle of numpy arrays needs no _codecs.encode, exactly like mnist.pkl.gz."""
 
-    Protocol 4, not the original's 2: Python 3 writes protocol-2 bytes through
-    _codecs.encode, a global the restricted unpickler rightly refuses."""
+    def save_bytes(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch = {**pickle._Pickler.dispatch, bytes: save_bytes}
+
+
+def python2_style_pickle(obj):
+    buffer = io.BytesIO()
+    Python2StylePickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def classic_pickle(train=50, valid=20, test=30):
+    """A small pickle in mnist.pkl.gz's format: protocol 2, Python 2 byte strings,
+    ((x, y), (x, y), (x, y)) with float32 pixels = uint8 / 256 and int64 labels."""
     splits, originals = [], []
     for seed, count in enumerate((train, valid, test)):
         images, labels = synthetic_digits(count, seed)
         originals.append((images, labels))
         splits.append(((images.reshape(count, 784) / 256).astype(np.float32), labels.astype(np.int64)))
-    return pickle.dumps(tuple(splits), protocol=4), originals
+    return python2_style_pickle(tuple(splits)), originals
 
 
 def parse_idx(content):
@@ -103,12 +124,14 @@ def test_classic_pickle_decodes_to_the_original_bytes():
     np.testing.assert_array_equal(parse_idx(files["t10k-images-idx3-ubyte"]), te_x)
     np.testing.assert_array_equal(parse_idx(files["t10k-labels-idx1-ubyte"]), te_y)
     assert files["train-images-idx3-ubyte"][:4] == b"\x00\x00\x08\x03"
+    globals_used = {arg for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
+    assert "_codecs encode" not in globals_used and "numpy ndarray" in globals_used
 
 
 def test_pixels_that_are_not_multiples_of_1_256_are_refused():
     splits = tuple((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)) for _ in range(3))
     with pytest.raises(DataError, match="1/256"):
-        decode_classic_pickle(pickle.dumps(splits, protocol=4))
+        decode_classic_pickle(python2_style_pickle(splits))
 
 
 class RunsACommand:
