@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from data import DataError, ensure_mnist
-from model import CheckpointError, load_model
+from model import COMMITTED_WEIGHTS, CheckpointError, load_model
 from train import MNIST_MEAN, MNIST_STD, OneLineErrorParser, bounded
 from utils import atomic_write_bytes
 
@@ -63,7 +63,8 @@ def mnist_test_tensors(data_dir):
 
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default="weights.pt")
+    p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
+                   help="weights.pt from train.py (default: the committed trained model)")
     p.add_argument("--output", default="model.onnx")
     p.add_argument("--data-dir", default="data", help="MNIST, for the parity check")
     p.add_argument("--batch-size", type=bounded(int, 1), default=1000)

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from model import CheckpointError, load_model
+from model import COMMITTED_WEIGHTS, CheckpointError, load_model
 from train import MNIST_MEAN, MNIST_STD, OneLineErrorParser, bounded
 from utils import atomic_write
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights.pt"
 MNIST_CENTRE = 13.5  # the centre of the 28x28 field, in pixel indices (row and column)
 INK_THRESHOLD = 0.2  # after stretching contrast to [0, 1]: fainter pixels are paper, not ink
 MIN_CONTRAST = 0.1  # ink must differ from the background by 10% of the full range
@@ -135,7 +134,7 @@ def report(path, top, as_json):
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+    p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
                    help="weights.pt from train.py (default: the committed trained model)")
     p.add_argument("--top-k", type=bounded(int, 1, 10), default=1)
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
