@@ -148,7 +148,7 @@ def main(argv=None):
         model = load_model(args.checkpoint)
     except CheckpointError as error:
         sys.exit(f"predict.py: error: {error}")
-    results, failed = [], 0
+    json_results, failed = [], 0
     for index, path in enumerate(args.images, start=1):
         try:
             digit = to_mnist_digit(load_grayscale(path))
@@ -157,13 +157,15 @@ def main(argv=None):
         except (InputError, OSError) as error:
             failed += 1
             print(f"predict.py: error: {path}: {error}", file=sys.stderr)
-            results.append({"file": str(path), "error": str(error)})
+            json_results.append({"file": str(path), "error": str(error)})
             continue
-        results.append(report(path, predict(model, digit, args.top_k), args.json))
-        if not args.json:
-            print(results[-1])
+        result = report(path, predict(model, digit, args.top_k), args.json)
+        if args.json:
+            json_results.append(result)
+        else:
+            print(result)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(json_results, indent=2))
     return 1 if failed else 0
 
 
