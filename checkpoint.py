@@ -15,7 +15,7 @@ from utils import atomic_write
 
 FORMAT = "mnist-7544/train-checkpoint/1"
 # Settings whose change would make the resumed run a different run.
-RESULT_KEYS = ("epochs", "batch_size", "dropout", "rotation", "seed", "lr", "momentum",
+RESULT_KEYS = ("epochs", "loader", "batch_size", "dropout", "rotation", "seed", "lr", "momentum",
                "weight_decay", "nesterov", "max_lr", "pct_start", "div_factor",
                "final_div_factor", "anneal_strategy", "base_momentum", "max_momentum", "parameters")
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from data import DataError, ensure_mnist
+from loaders import normalize, to_unit_interval
 from model import COMMITTED_WEIGHTS, CheckpointError, load_model
-from train import MNIST_MEAN, MNIST_STD, OneLineErrorParser, bounded
+from train import OneLineErrorParser, bounded
 from utils import atomic_write_bytes
 
 MAX_ABS_DIFF = 1e-4
@@ -57,8 +58,7 @@ def mnist_test_tensors(data_dir):
     from torchvision.datasets import MNIST
 
     test_set = MNIST(data_dir, train=False)
-    images = (test_set.data.float().div(255).unsqueeze(1) - MNIST_MEAN) / MNIST_STD
-    return images, test_set.targets
+    return normalize(to_unit_interval(test_set.data)), test_set.targets
 
 
 def parse_args(argv=None):

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from loaders import normalize
 from model import COMMITTED_WEIGHTS, CheckpointError, load_model
-from train import MNIST_MEAN, MNIST_STD, OneLineErrorParser, bounded
+from train import OneLineErrorParser, bounded
 from utils import atomic_write
 
 MNIST_CENTRE = 13.5  # the centre of the 28x28 field, in pixel indices (row and column)
@@ -100,10 +101,6 @@ def place_by_centre_of_mass(digit):
     return canvas
 
 
-def normalize(digit):
-    return ((torch.from_numpy(digit).float() - MNIST_MEAN) / MNIST_STD).view(1, 1, 28, 28)
-
-
 def save_digit_png(digit, path):
     image = Image.fromarray(np.round(digit * 255).astype(np.uint8))
     atomic_write(path, lambda f: image.save(f, format="PNG"))
@@ -117,7 +114,7 @@ def show_input_path(base, index, count):
 
 @torch.inference_mode()
 def predict(model, digit, top_k):
-    probabilities = model(normalize(digit)).exp().squeeze(0)
+    probabilities = model(normalize(torch.from_numpy(digit).float().view(1, 1, 28, 28))).exp().squeeze(0)
     values, digits = probabilities.topk(top_k)
     return [{"digit": int(d), "probability": round(float(p), 6)} for d, p in zip(digits, values)]
 

@@ -46,13 +46,13 @@ def without_seconds(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum, loader", [(signal.SIGINT, "in-memory"), (signal.SIGTERM, "torchvision")])
 def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
-        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum):
-    whole = run(synthetic_mnist, tmp_path / "whole")
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, loader):
+    whole = run(synthetic_mnist, tmp_path / "whole", "--loader", loader)
     stop_at_epoch(monkeypatch, 3, signum)
     with pytest.raises(SystemExit) as stopped:
-        run(synthetic_mnist, tmp_path / "cut")
+        run(synthetic_mnist, tmp_path / "cut", "--loader", loader)
     assert stopped.value.code == 128 + signum
     err = capsys.readouterr().err
     checkpoint = tmp_path / "cut" / "checkpoint.pt"
@@ -62,7 +62,7 @@ def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
     assert load_checkpoint(checkpoint)["epoch"] == 2
     monkeypatch.undo()
     monkeypatch.setattr(train, "ensure_mnist", lambda data_dir: None)
-    resumed = run(synthetic_mnist, tmp_path / "cut", "--resume", str(checkpoint))
+    resumed = run(synthetic_mnist, tmp_path / "cut", "--loader", loader, "--resume", str(checkpoint))
     assert without_seconds(resumed) == without_seconds(whole)
     final = [torch.load(tmp_path / d / "weights.pt", weights_only=True) for d in ("whole", "cut")]
     assert final[0].keys() == final[1].keys()
@@ -77,6 +77,9 @@ def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition
         run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), "--max-lr", "0.05")
     message = str(refused.value.code)
     assert "other settings: max_lr 0.02 (now 0.05)" in message and "\n" not in message
+    with pytest.raises(SystemExit) as refused:
+        run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), "--loader", "torchvision")
+    assert "loader 'in-memory' (now 'torchvision')" in str(refused.value.code)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(

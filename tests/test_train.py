@@ -70,19 +70,20 @@ def test_learning_rate_follows_one_cycle_per_batch(synthetic_mnist, tmp_path, no
     assert history[-1]["lr"] == pytest.approx(0.02 / 25 / 1e4, rel=1e-9)
 
 
-def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acquisition):
+@pytest.mark.parametrize("loader", ["in-memory", "torchvision"])
+def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acquisition, loader):
     weights = []
     for run_dir, seed in (("a", "3"), ("b", "3"), ("c", "4")):
-        run_main(synthetic_mnist, tmp_path / run_dir, "--epochs", "1", "--seed", seed)
+        run_main(synthetic_mnist, tmp_path / run_dir, "--epochs", "1", "--seed", seed, "--loader", loader)
         weights.append(torch.load(tmp_path / run_dir / "weights.pt", weights_only=True))
     same, other = weights[1], weights[2]
     assert all(torch.equal(weights[0][k], same[k]) for k in same)
     assert not all(torch.equal(weights[0][k], other[k]) for k in other)
 
 
-def test_training_set_is_shuffled_on_cpu(synthetic_mnist):
+def test_torchvision_training_set_is_shuffled_on_cpu(synthetic_mnist):
     """pytorch/examples shuffles only on an accelerator; this project shuffles everywhere."""
-    loaders = [train.make_loaders(synthetic_mnist, 32, 50, 0, seed, torch.device("cpu"))[0]
+    loaders = [train.make_loaders("torchvision", synthetic_mnist, 32, 50, 0, seed, torch.device("cpu"))[0]
                for seed in (1, 1, 2)]
     orders = [list(loader.sampler) for loader in loaders]
     assert sorted(orders[0]) == list(range(256)) and orders[0] != list(range(256))

@@ -1,0 +1,50 @@
+"""bench.py on a tiny configuration: it runs, and its table adds up. No timing is asserted."""
+
+import json
+
+import pytest
+
+import bench
+
+
+@pytest.fixture
+def no_acquisition(monkeypatch):
+    monkeypatch.setattr(bench, "ensure_mnist", lambda data_dir: None)
+
+
+def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path, no_acquisition,
+                                                                    capsys):
+    out = tmp_path / "bench.json"
+    bench.main(["--data-dir", str(synthetic_mnist), "--steps", "2", "--repeats", "2", "--batch-size", "32",
+                "--test-batch-size", "50", "--json", str(out),
+                "--candidates", "torchvision,in-memory,floor,floor-sync,floor-channels-last,floor-1-thread"])
+    result = json.loads(out.read_text())
+    rows = result["candidates"]
+    assert list(rows) == ["torchvision", "in-memory", "floor", "floor-sync", "floor-channels-last",
+                          "floor-1-thread"]
+    assert (result["steps"], result["repeats"], result["batch_size"]) == (2, 2, 32)
+    for row in rows.values():
+        assert len(row["runs"]) == 2 and row["train_s"] > 0 and row["test_s"] > 0
+        # 256 synthetic training images in batches of 32: an epoch is 8 steps, 4x the 2 timed.
+        assert row["epoch_s"] == pytest.approx(4 * row["train_s"] + row["test_s"])
+        assert row["images_per_s"] == pytest.approx(64 / row["train_s"])
+        assert row["x_floor"] == pytest.approx(row["epoch_s"] / rows["floor"]["epoch_s"])
+        speedup = rows["torchvision"]["epoch_s"] / row["epoch_s"]
+        assert row["speedup_over_torchvision"] == pytest.approx(speedup)
+    assert rows["floor"]["x_floor"] == 1.0
+    table = capsys.readouterr().out.split("candidate")[-1].splitlines()[1:]
+    assert [line.split()[0] for line in table if line and not line.startswith("Wrote")] == list(rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--candidates", "floor,warp-drive"], "unknown candidate warp-drive"),
+    (["--steps", "0"], "--steps: 0 is outside"),
+    (["--steps", "9"], "--steps 9 x batch 32 is more than the 256 training images"),
+])
+def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, no_acquisition, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data-dir", str(synthetic_mnist), "--batch-size", "32",
+                    "--json", str(tmp_path / "b.json"), *argv])
+    text = str(exit_info.value.code) + capsys.readouterr().err
+    assert message in text and len(text.strip().splitlines()) == 1
+    assert not (tmp_path / "b.json").exists()
