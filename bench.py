@@ -1,7 +1,7 @@
 """Where an epoch's time goes: the input pipelines timed side by side in one process.
 
     python bench.py --quick                 # under a minute on a 2-core CPU
-    python bench.py --json results/bench-cpu.json   # the README's table: 300 steps, 5 repeats
+    python bench.py                         # the README's table: 150 steps, 11 repeats, ~3 min
     python bench.py --candidates floor,floor-channels-last,floor-1-thread,floor-flush-denormal,floor-sync
 
 Each repeat runs every candidate in turn (interleaved, so that a noisy machine
@@ -47,8 +47,8 @@ from utils import atomic_write_json
 def pipeline(kind, setup, model, optimizer, scheduler):
     """Time train.py's own loop over the first setup.steps batches, then its test pass."""
     train_loader, test_loader = make_loaders(
-        kind, setup.data_dir, setup.batch_size, setup.test_batch_size, setup.recipe.rotation,
-        seed=1, device=setup.device, train_limit=setup.steps * setup.batch_size)
+        kind, setup.data_dir, setup.batch_size, setup.test_batch_size, setup.recipe.rotation, seed=1,
+        device=setup.device, num_workers=setup.num_workers, train_limit=setup.steps * setup.batch_size)
     # train.py's progress bar and test line still run, but print to nowhere
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), \
             contextlib.redirect_stderr(quiet), train.StopOnSignal() as stop:
@@ -66,7 +66,8 @@ def floor(setup, model, optimizer, scheduler, channels_last=False, sync=False, c
         return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
     def batches(pixels, labels, size, count):
-        return [(ready(pixels[i:i + size]), labels[i:i + size]) for i in range(0, count, size)]
+        images = ready(pixels[:count])  # one tensor: its batches are views, no copies, no allocations
+        return [(images[i:i + size], labels[i:i + size]) for i in range(0, count, size)]
 
     train_batches = batches(setup.train_pixels, setup.train_labels, setup.batch_size,
                             setup.steps * setup.batch_size)
@@ -169,8 +170,9 @@ def print_table(rows):
 def parse_args(argv=None):
     p = train.OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="60 steps, 3 repeats")
-    p.add_argument("--steps", type=train.bounded(int, 1), default=300, help="training batches per run")
-    p.add_argument("--repeats", type=train.bounded(int, 1), default=5)
+    p.add_argument("--steps", type=train.bounded(int, 1), default=150, help="training batches per run")
+    # Many short interleaved runs: on a shared machine the speed drifts by 10-20% over seconds.
+    p.add_argument("--repeats", type=train.bounded(int, 1), default=11)
     p.add_argument("--candidates", default="torchvision,in-memory,floor",
                    help=f"comma-separated, from: {', '.join(CANDIDATES)}")
     p.add_argument("--batch-size", type=train.bounded(int, 1), default=None, help="default: as train.py")
@@ -195,6 +197,7 @@ class Setup:
     device: torch.device
     batch_size: int
     test_batch_size: int
+    num_workers: int
     steps: int
     data_dir: str
     train_pixels: torch.Tensor = None
@@ -210,8 +213,8 @@ class Setup:
 def make_setup(args):
     recipe = train.parse_args(["--device", args.device])
     device = train.pick_device(args.device)
-    setup = Setup(recipe, device, args.batch_size or (128 if device.type == "cuda" else 64),
-                  args.test_batch_size or (250 if device.type == "cpu" else 1000), args.steps, args.data_dir)
+    sizes = train.sizes_for(device, args.batch_size, args.test_batch_size)
+    setup = Setup(recipe, device, **sizes, steps=args.steps, data_dir=args.data_dir)
     train_set, test_set = (datasets.MNIST(args.data_dir, train=split) for split in (True, False))
     setup.train_pixels, setup.train_labels = train_set.data, train_set.targets.to(device)
     setup.test_pixels, setup.test_labels = test_set.data, test_set.targets.to(device)
@@ -249,6 +252,7 @@ def main(argv=None):
     print_table(rows)
     atomic_write_json(args.json, {"machine": machine(), "device": str(setup.device),
                                   "batch_size": setup.batch_size, "test_batch_size": setup.test_batch_size,
+                                  "num_workers": setup.num_workers,
                                   "steps": args.steps, "repeats": args.repeats, "candidates": rows})
     print(f"Wrote {args.json}")
     return rows

@@ -2,9 +2,11 @@
 
 A checkpoint holds the model, optimizer and scheduler states, the epoch, the
 history so far, the settings that decide the result, and every random state the
-next epoch draws from (torch's global generator, which the augmentation uses;
-the DataLoader's shuffling generator; CUDA's, on CUDA). Restoring all of them is
-what makes a resumed CPU run end bit for bit where an uninterrupted one does.
+next epoch draws from: torch's global generator (dropout; with --loader
+torchvision, the rotation too), the loader's own generator (the in-memory
+loader's order and angles, or the DataLoader's order) and CUDA's, on CUDA.
+Restoring all of them is what makes a resumed CPU run end bit for bit where an
+uninterrupted one does.
 Python's `random` and NumPy are not used by training, so they are not saved.
 """
 
