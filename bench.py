@@ -54,9 +54,9 @@ def pipeline(kind, setup, model, optimizer, scheduler):
             contextlib.redirect_stderr(quiet), train.StopOnSignal() as stop:
         start = time.perf_counter()
         train.train_epoch(model, train_loader, optimizer, scheduler, setup.device, 1, stop)
-        middle = time.perf_counter()
+        middle = finish(setup.device)
         train.test(model, test_loader, setup.device)
-    return middle - start, time.perf_counter() - middle
+    return middle - start, finish(setup.device) - middle
 
 
 def floor(setup, model, optimizer, scheduler, channels_last=False, sync=False, compiled=False):
@@ -183,7 +183,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 60, 3
-    args.candidates = args.candidates.split(",")
+    args.candidates = list(dict.fromkeys(args.candidates.split(",")))  # each once, in order
+    if not Path(args.json).resolve().parent.is_dir():
+        p.error(f"--json {args.json}: its folder does not exist")
     unknown = [name for name in args.candidates if name not in CANDIDATES]
     if unknown:
         p.error(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")

@@ -40,6 +40,7 @@ def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnis
     (["--candidates", "floor,warp-drive"], "unknown candidate warp-drive"),
     (["--steps", "0"], "--steps: 0 is outside"),
     (["--steps", "9"], "--steps 9 x batch 32 is more than the 256 training images"),
+    (["--json", "no/such/folder/b.json"], "its folder does not exist"),
 ])
 def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, no_acquisition, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
