@@ -101,22 +101,17 @@ def finish(device):
     return time.perf_counter()
 
 
-@contextlib.contextmanager
-def cpu_setting(threads=None, flush_denormal=False):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    torch.set_flush_denormal(flush_denormal)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-        torch.set_flush_denormal(False)
-
-
-def with_cpu_setting(run, **setting):
+def with_cpu_setting(run, threads=None, flush_denormal=False):
+    """RUN with torch's CPU thread count or denormal flushing changed, and restored after."""
     def candidate(*args):
-        with cpu_setting(**setting):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        torch.set_flush_denormal(flush_denormal)
+        try:
             return run(*args)
+        finally:
+            torch.set_num_threads(before)
+            torch.set_flush_denormal(False)
     return candidate
 
 
@@ -202,10 +197,10 @@ class Setup:
     num_workers: int
     steps: int
     data_dir: str
-    train_pixels: torch.Tensor = None
-    train_labels: torch.Tensor = None
-    test_pixels: torch.Tensor = None
-    test_labels: torch.Tensor = None
+    train_pixels: torch.Tensor
+    train_labels: torch.Tensor
+    test_pixels: torch.Tensor
+    test_labels: torch.Tensor
 
     @property
     def steps_per_epoch(self):
@@ -213,17 +208,16 @@ class Setup:
 
 
 def make_setup(args):
-    recipe = train.parse_args(["--device", args.device])
     device = train.pick_device(args.device)
     sizes = train.sizes_for(device, args.batch_size, args.test_batch_size)
-    setup = Setup(recipe, device, **sizes, steps=args.steps, data_dir=args.data_dir)
     train_set, test_set = (datasets.MNIST(args.data_dir, train=split) for split in (True, False))
-    setup.train_pixels, setup.train_labels = train_set.data, train_set.targets.to(device)
-    setup.test_pixels, setup.test_labels = test_set.data, test_set.targets.to(device)
-    if args.steps * setup.batch_size > len(train_set):
-        raise ValueError(f"--steps {args.steps} x batch {setup.batch_size} is more than "
+    if args.steps * sizes["batch_size"] > len(train_set):
+        raise ValueError(f"--steps {args.steps} x batch {sizes['batch_size']} is more than "
                          f"the {len(train_set)} training images")
-    return setup
+    return Setup(train.parse_args(["--device", args.device]), device, **sizes, steps=args.steps,
+                 data_dir=args.data_dir,
+                 train_pixels=train_set.data, train_labels=train_set.targets.to(device),
+                 test_pixels=test_set.data, test_labels=test_set.targets.to(device))
 
 
 def machine():

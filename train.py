@@ -9,9 +9,10 @@
 Every setting is a flag below, with the seed document's value as its default;
 the whole configuration is printed at start. MNIST is obtained offline if
 torchvision's mirrors fail (see data.py), then held as one tensor on the
-device and batched, rotated and normalized there (see loaders.py). Writes to --out-dir: output.png (the
-four training curves), misclassified.png, history.json and weights.pt, and
-after every epoch checkpoint.pt, from which --resume continues bit for bit.
+device and batched, rotated and normalized there (see loaders.py). Writes to
+--out-dir: output.png (the four training curves), misclassified.png,
+history.json and weights.pt, and after every epoch checkpoint.pt, from which
+--resume continues bit for bit.
 Ctrl-C or SIGTERM stops after the current batch and prints the resume command.
 """
 
