@@ -1,27 +1,30 @@
-"""Where an epoch's time goes: the input pipelines timed side by side in one process.
+"""Where an epoch's time goes: input pipelines and training steps timed side by side.
 
     python bench.py --quick                 # under a minute on a 2-core CPU
-    python bench.py                         # the README's table: 150 steps, 11 repeats, ~3 min
-    python bench.py --candidates floor,floor-channels-last,floor-1-thread,floor-flush-denormal,floor-sync
+    python bench.py                         # 150 steps, 11 repeats
+    python bench.py --candidates floor,floor-native-dropout,floor-no-dropout --profile
 
 Each repeat runs every candidate in turn (interleaved, so that a noisy machine
-slows them alike): a fresh model trains for --steps batches with the seed's
-recipe and then evaluates the whole test set. The candidates:
+slows them alike): a fresh, identically initialized model trains for --steps
+batches with the reference recipe and then evaluates the whole test set. The
+candidates:
 
   torchvision   the classic pipeline: PIL rotation, ToTensor, Normalize per image, DataLoader
-  in-memory     train.py's default: the split as one tensor, batches rotated and normalized on the device
-  floor         forward + backward + step on batches sliced and normalized beforehand: no data
-                work at all, the best any pipeline can do with this model on this device
-  floor-*       the floor with one knob changed: channels-last tensors, 1 thread, flush-denormal,
-                a host sync per batch (loss.item(), as train.py does), torch.compile
+  in-memory     train.py's default: the split as one tensor, batches augmented and normalized on the device
+  floor         forward + backward + step on batches normalized beforehand: no data work at all,
+                the best any pipeline can do with this model on this device
+  floor-*       the floor with one thing changed: the network's dropout as torch's native
+                nn.Dropout, as 16-bit masks on any device, or none at all; channels-last
+                tensors, 1 thread, torch.compile, the optimizer's foreach or fused kernels
 
-Both pipelines run train.py's own train_epoch and test. Printed and written as
-JSON: the median over repeats of images/s, an epoch's seconds (the steps' time
-scaled to a full epoch, plus the test pass), the ratio to the floor and the
-speed-up over torchvision. Runs on whatever device train.py would pick.
+Both pipelines run train.py's own train_epoch and the project's evaluate().
+Printed and written as JSON: the median over repeats of images/s, an epoch's
+seconds (the steps' time scaled to a full epoch, plus the test pass), the ratio
+to the floor and the speed-up over torchvision. --profile adds torch.profiler's
+top operators of each candidate's training steps. Runs on whatever device
+train.py would pick.
 """
 
-import argparse
 import contextlib
 import math
 import os
@@ -32,107 +35,150 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
-from torchvision import datasets
 
 import train
-from data import DataError, ensure_mnist
-from loaders import make_loaders, normalize, to_unit_interval
-from model import Net
-from utils import atomic_write_json
+from cli import OneLineErrorParser, bounded, pick_device, synchronize
+from data import DataError, ensure_mnist, read_split
+from evaluate import evaluate
+from files import atomic_write_json
+from loaders import Augmentation, make_loaders, normalized
+from model import Dropout, Net
+
+
+@dataclass
+class Setup:
+    """What every candidate shares: sizes, device and the data as tensors."""
+    device: torch.device
+    batch_size: int
+    test_batch_size: int
+    num_workers: int
+    steps: int
+    data_dir: str
+    train_batches: list  # (images, labels), normalized beforehand: the floor's input
+    test_batches: list
+    steps_per_epoch: int
 
 
 def pipeline(kind, setup, model, optimizer, scheduler):
-    """Time train.py's own loop over the first setup.steps batches, then its test pass."""
+    """Time train.py's own loop over the first setup.steps batches, then the test pass."""
     train_loader, test_loader = make_loaders(
-        kind, setup.data_dir, setup.batch_size, setup.test_batch_size, setup.recipe.rotation, seed=1,
-        device=setup.device, num_workers=setup.num_workers, train_limit=setup.steps * setup.batch_size)
-    # train.py's progress bar and test line still run, but print to nowhere
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), \
-            contextlib.redirect_stderr(quiet), train.StopOnSignal() as stop:
+        kind, setup.data_dir, setup.device, batch_size=setup.batch_size,
+        test_batch_size=setup.test_batch_size, augment=Augmentation(rotation=7.0), seed=1,
+        num_workers=setup.num_workers, train_limit=setup.steps * setup.batch_size)
+    state = SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, ema=None, epoch=0)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet), train.StopOnSignal() as stop:
         start = time.perf_counter()
-        train.train_epoch(model, train_loader, optimizer, scheduler, setup.device, 1, stop)
-        middle = finish(setup.device)
-        train.test(model, test_loader, setup.device)
-    return middle - start, finish(setup.device) - middle
+        train.train_epoch(state, train_loader, stop)  # its progress bar prints to nowhere
+        synchronize(setup.device)
+        middle = time.perf_counter()
+        evaluate(model, test_loader)
+    return middle - start, time.perf_counter() - middle
 
 
-def floor(setup, model, optimizer, scheduler, channels_last=False, sync=False, compiled=False):
+def floor(setup, model, optimizer, scheduler, channels_last=False, compiled=False):
     """The same steps on ready batches: only the network's arithmetic is timed."""
-    def ready(pixels):
-        images = normalize(to_unit_interval(pixels.to(setup.device)))
-        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
-
-    def batches(pixels, labels, size, count):
-        images = ready(pixels[:count])  # one tensor: its batches are views, no copies, no allocations
-        return [(images[i:i + size], labels[i:i + size]) for i in range(0, count, size)]
-
-    train_batches = batches(setup.train_pixels, setup.train_labels, setup.batch_size,
-                            setup.steps * setup.batch_size)
-    test_batches = batches(setup.test_pixels, setup.test_labels, setup.test_batch_size,
-                           len(setup.test_labels))
+    train_batches, test_batches = setup.train_batches, setup.test_batches
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+        train_batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in train_batches]
     net = torch.compile(model) if compiled else model
-    start = time.perf_counter()
     model.train()
+    start = time.perf_counter()
     for images, labels in train_batches:
         optimizer.zero_grad()
         loss = F.nll_loss(net(images), labels)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if sync:
-            loss.item()
-    middle = finish(setup.device)
-    model.eval()
-    with torch.inference_mode():
-        correct = sum((net(images).argmax(1) == labels).sum() for images, labels in test_batches)
-    correct.item()
-    return middle - start, finish(setup.device) - middle
+    synchronize(setup.device)
+    middle = time.perf_counter()
+    evaluate(net, test_batches)
+    return middle - start, time.perf_counter() - middle
 
 
-def finish(device):
-    """The time once the device has done all it was given (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter()
+def with_model(run, dropout):
+    """RUN with every Dropout of the model swapped for DROPOUT(p) (or removed: None)."""
+    def candidate(setup, model, *args):
+        for block in (m for m in model.modules() if isinstance(m, nn.Sequential)):
+            for i, layer in enumerate(block):
+                if isinstance(layer, Dropout):
+                    block[i] = nn.Identity() if dropout is None else dropout(layer.p)
+        return run(setup, model, *args)
+    return candidate
 
 
-def with_cpu_setting(run, threads=None, flush_denormal=False):
-    """RUN with torch's CPU thread count or denormal flushing changed, and restored after."""
+def with_threads(run, threads):
     def candidate(*args):
         before = torch.get_num_threads()
-        torch.set_num_threads(threads or before)
-        torch.set_flush_denormal(flush_denormal)
+        torch.set_num_threads(threads)
         try:
             return run(*args)
         finally:
             torch.set_num_threads(before)
-            torch.set_flush_denormal(False)
     return candidate
+
+
+class MaskDropout(Dropout):
+    """Dropout's 16-bit masks on every device (Dropout uses the native kernel off the CPU)."""
+
+    def forward(self, x):
+        return x * self.scaled_mask(x) if self.training else x
 
 
 CANDIDATES = {
     "torchvision": partial(pipeline, "torchvision"),
     "in-memory": partial(pipeline, "in-memory"),
     "floor": floor,
+    "floor-native-dropout": with_model(floor, nn.Dropout),
+    "floor-no-dropout": with_model(floor, None),
+    "floor-mask-dropout": with_model(floor, MaskDropout),
     "floor-channels-last": partial(floor, channels_last=True),
-    "floor-1-thread": with_cpu_setting(floor, threads=1),
-    "floor-flush-denormal": with_cpu_setting(floor, flush_denormal=True),
-    "floor-sync": partial(floor, sync=True),
+    "floor-1-thread": with_threads(floor, 1),
     "floor-compile": partial(floor, compiled=True),
+    "floor-foreach": floor,  # optimizer variants: see make_optimizer
+    "floor-fused": floor,
 }
+OPTIMIZER_KERNEL = {"floor-foreach": {"foreach": True}, "floor-fused": {"fused": True}}
 
 
-def time_candidate(name, setup):
-    """(train seconds, test seconds) of one fresh, identically initialized run of NAME."""
+def make_optimizer(name, model, steps):
+    """The reference recipe's optimizer; the floor-foreach/-fused candidates choose its kernel."""
+    recipe = SimpleNamespace(**{**train.REFERENCE_RECIPE, "epochs": 1})
+    optimizer, _ = train.make_optimizer(model, recipe, steps)
+    if name in OPTIMIZER_KERNEL:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=recipe.max_momentum,
+                                    weight_decay=recipe.weight_decay, nesterov=True, **OPTIMIZER_KERNEL[name])
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.max_lr, total_steps=steps, pct_start=recipe.pct_start,
+        div_factor=recipe.div_factor, final_div_factor=recipe.final_div_factor)
+
+
+def time_candidate(name, setup, profile=False):
+    """(train seconds, test seconds) of one fresh, identically initialized run of NAME;
+    with PROFILE, torch.profiler's table of its training steps' operators instead."""
     torch.manual_seed(0)
-    model = Net(setup.recipe.dropout).to(setup.device)
-    optimizer, scheduler = train.make_optimizer(model, setup.recipe, setup.steps)
-    return CANDIDATES[name](setup, model, optimizer, scheduler)
+    model = Net().to(setup.device)
+    optimizer, scheduler = make_optimizer(name, model, setup.steps)
+    if not profile:
+        return CANDIDATES[name](setup, model, optimizer, scheduler)
+    with torch.profiler.profile() as profiler:
+        CANDIDATES[name](setup, model, optimizer, scheduler)
+    return profiler.key_averages()
+
+
+def top_operators(averages, count=12):
+    """The COUNT operators with the most self time, as (name, share %, ms)."""
+    device_time = any(getattr(a, "self_device_time_total", 0) for a in averages)
+    def self_time(a):
+        return a.self_device_time_total if device_time else a.self_cpu_time_total
+    total = sum(self_time(a) for a in averages) or 1
+    ranked = sorted(averages, key=self_time, reverse=True)[:count]
+    return [{"op": a.key, "share": 100 * self_time(a) / total, "ms": self_time(a) / 1000} for a in ranked]
 
 
 def summarize(times, setup):
@@ -162,16 +208,25 @@ def print_table(rows):
               f"{'' if speedup is None else f'{speedup:.2f}x':>15}")
 
 
+def print_profiles(profiles):
+    for name, ops in profiles.items():
+        print(f"\nTop operators by self time, {name}:")
+        for op in ops:
+            print(f"  {op['op']:40} {op['share']:5.1f}%  {op['ms']:9.1f} ms")
+
+
 def parse_args(argv=None):
-    p = train.OneLineErrorParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="60 steps, 3 repeats")
-    p.add_argument("--steps", type=train.bounded(int, 1), default=150, help="training batches per run")
+    p.add_argument("--steps", type=bounded(int, 1), default=150, help="training batches per run")
     # Many short interleaved runs: on a shared machine the speed drifts by 10-20% over seconds.
-    p.add_argument("--repeats", type=train.bounded(int, 1), default=11)
+    p.add_argument("--repeats", type=bounded(int, 1), default=11)
     p.add_argument("--candidates", default="torchvision,in-memory,floor",
                    help=f"comma-separated, from: {', '.join(CANDIDATES)}")
-    p.add_argument("--batch-size", type=train.bounded(int, 1), default=None, help="default: as train.py")
-    p.add_argument("--test-batch-size", type=train.bounded(int, 1), default=None, help="default: as train.py")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one more run of each candidate and print its top operators")
+    p.add_argument("--batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
+    p.add_argument("--test-batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--json", default="bench.json", help="where the results go")
@@ -187,42 +242,30 @@ def parse_args(argv=None):
     return args
 
 
-@dataclass
-class Setup:
-    """What every candidate shares: train.py's recipe, sizes, device and the data as tensors."""
-    recipe: argparse.Namespace
-    device: torch.device
-    batch_size: int
-    test_batch_size: int
-    num_workers: int
-    steps: int
-    data_dir: str
-    train_pixels: torch.Tensor
-    train_labels: torch.Tensor
-    test_pixels: torch.Tensor
-    test_labels: torch.Tensor
-
-    @property
-    def steps_per_epoch(self):
-        return math.ceil(len(self.train_labels) / self.batch_size)
-
-
 def make_setup(args):
-    device = train.pick_device(args.device)
+    device = pick_device(args.device)
     sizes = train.sizes_for(device, args.batch_size, args.test_batch_size)
-    train_set, test_set = (datasets.MNIST(args.data_dir, train=split) for split in (True, False))
-    if args.steps * sizes["batch_size"] > len(train_set):
+    train_pixels, train_labels = read_split(args.data_dir, train=True)
+    test_pixels, test_labels = read_split(args.data_dir, train=False)
+    count = args.steps * sizes["batch_size"]
+    if count > len(train_labels):
         raise ValueError(f"--steps {args.steps} x batch {sizes['batch_size']} is more than "
-                         f"the {len(train_set)} training images")
-    return Setup(train.parse_args(["--device", args.device]), device, **sizes, steps=args.steps,
-                 data_dir=args.data_dir,
-                 train_pixels=train_set.data, train_labels=train_set.targets.to(device),
-                 test_pixels=test_set.data, test_labels=test_set.targets.to(device))
+                         f"the {len(train_labels)} training images")
+
+    def batches(pixels, labels, size):  # views of one tensor: no copies, no allocations
+        images, labels = normalized(pixels.to(device)), labels.to(device)
+        return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size)]
+
+    return Setup(device, **sizes, steps=args.steps, data_dir=args.data_dir,
+                 train_batches=batches(train_pixels[:count], train_labels[:count], sizes["batch_size"]),
+                 test_batches=batches(test_pixels, test_labels, sizes["test_batch_size"]),
+                 steps_per_epoch=math.ceil(len(train_labels) / sizes["batch_size"]))
 
 
 def machine():
-    model_names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
+    cpuinfo = Path("/proc/cpuinfo")
+    model_names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                   if line.startswith("model name")] if cpuinfo.exists() else []
     return {"cpu": model_names[0] if model_names else platform.processor(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(),
@@ -246,10 +289,13 @@ def main(argv=None):
               ", ".join(f"{name} {sum(runs[-1]):.2f} s" for name, runs in times.items()), flush=True)
     rows = summarize(times, setup)
     print_table(rows)
+    profiles = {name: top_operators(time_candidate(name, setup, profile=True))
+                for name in args.candidates} if args.profile else {}
+    print_profiles(profiles)
     atomic_write_json(args.json, {"machine": machine(), "device": str(setup.device),
                                   "batch_size": setup.batch_size, "test_batch_size": setup.test_batch_size,
-                                  "num_workers": setup.num_workers,
-                                  "steps": args.steps, "repeats": args.repeats, "candidates": rows})
+                                  "num_workers": setup.num_workers, "steps": args.steps,
+                                  "repeats": args.repeats, "candidates": rows, "profiles": profiles})
     print(f"Wrote {args.json}")
     return rows
 

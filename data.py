@@ -27,8 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from utils import atomic_write_bytes
+from cli import first_line
+from files import atomic_write_bytes
 
 # MD5 of the uncompressed canonical files (torchvision's MNIST.resources lists the
 # same digests for the .gz archives).
@@ -72,22 +74,28 @@ def ensure_mnist(data_dir, sources=None, log=print):
     if all(is_verified(folder / name) for name in MNIST_MD5):
         return folder
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(Path(data_dir) / ".mnist.lock"):  # one acquirer at a time; the others wait
+    with exclusive_lock(Path(data_dir) / ".mnist.lock", log):  # one acquirer at a time; the others wait
         acquire_missing(Path(data_dir), folder, sources or (from_torchvision, from_pip_wheel), log)
     return folder
 
 
 @contextmanager
-def exclusive_lock(path):
-    """An advisory lock on PATH (POSIX). Where fcntl is missing (Windows), go without:
-    atomic renames still keep every file whole, at the cost of a duplicate download."""
+def exclusive_lock(path, log=print):
+    """An advisory lock on PATH (POSIX). Where there is none (Windows; filesystems
+    without locks, such as some network mounts), go on without it: atomic renames
+    still keep every file whole, at the cost of a duplicate download."""
     try:
         import fcntl
     except ImportError:
         yield
         return
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            log(f"MNIST: cannot lock {path} ({first_line(error)}); going on without the lock")
+            yield
+            return
         try:
             yield
         finally:
@@ -112,12 +120,6 @@ def acquire_missing(data_dir, folder, sources, log):
         f"could not obtain MNIST; put the four uncompressed IDX files "
         f"({', '.join(MNIST_MD5)}) in {folder} and run again"
     )
-
-
-def first_line(error):
-    """An error as one short line: sources like torchvision raise multi-line messages."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def install_files(folder, files):
@@ -205,6 +207,24 @@ def as_uint8_pixels(pixels):
     if not np.array_equal(scaled, np.round(scaled)) or scaled.min() < 0 or scaled.max() > 255:
         raise DataError("pickle pixels are not whole multiples of 1/256 in [0, 255/256]")
     return scaled.astype(np.uint8)
+
+
+def read_split(data_dir, train):
+    """The verified training or test split as (uint8 images N x 28 x 28, int64 labels N)."""
+    prefix = raw_dir(data_dir) / ("train" if train else "t10k")
+    images = read_idx(f"{prefix}-images-idx3-ubyte", 0x00000803)
+    labels = read_idx(f"{prefix}-labels-idx1-ubyte", 0x00000801)
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+
+def read_idx(path, magic):
+    """An IDX file's array: a big-endian header (magic, then one count per dimension) and bytes."""
+    raw = Path(path).read_bytes()
+    dimensions = magic & 0xFF
+    header = struct.unpack_from(f">{1 + dimensions}I", raw)
+    if header[0] != magic or len(raw) != 4 * (1 + dimensions) + int(np.prod(header[1:])):
+        raise DataError(f"{path} is not an IDX file of the expected kind and size")
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 * (1 + dimensions)).reshape(header[1:]).copy()
 
 
 def idx_images(images):

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from data import DataError, ensure_mnist
-from loaders import normalize, to_unit_interval
-from model import COMMITTED_WEIGHTS, CheckpointError, load_model
-from train import OneLineErrorParser, bounded
-from utils import atomic_write_bytes
+from checkpoint import COMMITTED_WEIGHTS, CheckpointError, load_model
+from cli import OneLineErrorParser, bounded
+from data import DataError, ensure_mnist, read_split
+from evaluate import evaluate
+from files import atomic_write_bytes
+from loaders import normalized
 
 MAX_ABS_DIFF = 1e-4
 
@@ -34,31 +35,33 @@ def export_onnx(model):
     return program.model_proto.SerializeToString()
 
 
-@torch.inference_mode()
+class OnnxBesideTorch:
+    """The ONNX model as a callable for evaluate(), run next to the PyTorch model on each
+    batch: it keeps the largest difference of their outputs and how many predictions differ."""
+
+    def __init__(self, onnx_bytes, model):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        self.model, self.max_diff, self.disagreements = model, 0.0, 0
+
+    def __call__(self, images):
+        got = torch.from_numpy(self.session.run(["log_probs"], {"image": images.numpy()})[0])
+        expected = self.model(images)
+        self.max_diff = max(self.max_diff, (expected - got).abs().max().item())
+        self.disagreements += (expected.argmax(1) != got.argmax(1)).sum().item()
+        return got
+
+
 def compare_with_pytorch(onnx_bytes, model, images, targets, batch_size=1000):
     """Run both on IMAGES (normalized); returns max |diff|, disagreements and both accuracies."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    max_diff, disagreements, torch_correct, onnx_correct = 0.0, 0, 0, 0
-    for start in range(0, len(images), batch_size):
-        batch, target = images[start:start + batch_size], targets[start:start + batch_size]
-        expected = model(batch)
-        got = torch.from_numpy(session.run(["log_probs"], {"image": batch.numpy()})[0])
-        max_diff = max(max_diff, (expected - got).abs().max().item())
-        disagreements += (expected.argmax(1) != got.argmax(1)).sum().item()
-        torch_correct += (expected.argmax(1) == target).sum().item()
-        onnx_correct += (got.argmax(1) == target).sum().item()
-    count = len(images)
-    return {"images": count, "max_abs_diff": max_diff, "disagreements": disagreements,
-            "torch_accuracy": 100 * torch_correct / count, "onnx_accuracy": 100 * onnx_correct / count}
-
-
-def mnist_test_tensors(data_dir):
-    from torchvision.datasets import MNIST
-
-    test_set = MNIST(data_dir, train=False)
-    return normalize(to_unit_interval(test_set.data)), test_set.targets
+    batches = [(images[i:i + batch_size], targets[i:i + batch_size])
+               for i in range(0, len(images), batch_size)]
+    onnx_model = OnnxBesideTorch(onnx_bytes, model.eval())
+    onnx_result, torch_result = evaluate(onnx_model, batches), evaluate(model, batches)
+    return {"images": len(images), "max_abs_diff": onnx_model.max_diff,
+            "disagreements": onnx_model.disagreements,
+            "torch_accuracy": torch_result.accuracy, "onnx_accuracy": onnx_result.accuracy}
 
 
 def parse_args(argv=None):
@@ -76,9 +79,9 @@ def main(argv=None):
     try:
         model = load_model(args.checkpoint)
         ensure_mnist(args.data_dir)
-        images, targets = mnist_test_tensors(args.data_dir)
+        pixels, targets = read_split(args.data_dir, train=False)
         onnx_bytes = export_onnx(model)
-        check = compare_with_pytorch(onnx_bytes, model, images, targets, args.batch_size)
+        check = compare_with_pytorch(onnx_bytes, model, normalized(pixels), targets, args.batch_size)
         print(f"ONNX vs PyTorch on {check['images']:,} MNIST test images: "
               f"max |diff| of log-probabilities {check['max_abs_diff']:.2e}, "
               f"{check['disagreements']} differing predictions; accuracy "

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from checkpoint import COMMITTED_WEIGHTS, CheckpointError, load_model
+from cli import OneLineErrorParser, bounded
+from files import atomic_write
 from loaders import normalize
-from model import COMMITTED_WEIGHTS, CheckpointError, load_model
-from train import OneLineErrorParser, bounded
-from utils import atomic_write
 
 MNIST_CENTRE = 13.5  # the centre of the 28x28 field, in pixel indices (row and column)
 INK_THRESHOLD = 0.2  # after stretching contrast to [0, 1]: fainter pixels are paper, not ink

@@ -1,49 +1,14 @@
-"""Atomic file writes and the training plots (output.png, misclassified.png)."""
-
-import json
-import os
-import tempfile
-from pathlib import Path
+"""The plots: a run's training curves (output.png), its misclassified digits, and a
+many-seed summary (seeds.png)."""
 
 import matplotlib
 
 matplotlib.use("Agg")  # write PNGs with no display (servers, CI, Colab)
 import matplotlib.pyplot as plt  # noqa: E402
 
+from files import atomic_write  # noqa: E402
 
-def atomic_write(path, write):
-    """Call write(file) on a temp file beside PATH, then rename it over PATH.
-
-    A crash, a full disk or a kill leaves either the old file or the new one,
-    never half of one: rename within a folder is atomic on POSIX and Windows.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give it normal rights
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path, content):
-    atomic_write(path, lambda f: f.write(content))
-
-
-def atomic_write_json(path, obj):
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+TARGET_ACCURACY = 99.40
 
 
 def save_figure(fig, path):
@@ -51,19 +16,21 @@ def save_figure(fig, path):
     plt.close(fig)
 
 
-def plot_history(history, path):
-    """The seed's four training curves, one panel each, against the epoch number."""
+def plot_history(history, split, path):
+    """The four training curves, one panel each, against the epoch number; SPLIT is
+    "test" or "val", the set evaluated after each epoch."""
+    name = "Test" if split == "test" else "Validation"
     epochs = [row["epoch"] for row in history]
     panels = [
         ("train_loss", "Training loss", "loss"),
         ("train_acc", "Training accuracy", "accuracy (%)"),
-        ("test_loss", "Test loss", "loss"),
-        ("test_acc", "Test accuracy", "accuracy (%)"),
+        (f"{split}_loss", f"{name} loss", "loss"),
+        (f"{split}_acc", f"{name} accuracy", "accuracy (%)"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
-    best = max(history, key=lambda row: row["test_acc"])
-    fig.suptitle(f"Final test accuracy {history[-1]['test_acc']:.2f}% "
-                 f"(best {best['test_acc']:.2f}% at epoch {best['epoch']})")
+    best = max(history, key=lambda row: row[f"{split}_acc"])
+    fig.suptitle(f"Final {name.lower()} accuracy {history[-1][f'{split}_acc']:.2f}% "
+                 f"(best {best[f'{split}_acc']:.2f}% at epoch {best['epoch']})")
     for ax, (key, title, ylabel) in zip(axes.flat, panels):
         ax.plot(epochs, [row[key] for row in history], marker="o")
         ax.set_title(title)
@@ -74,8 +41,8 @@ def plot_history(history, path):
 
 
 def plot_misclassified(images, targets, predictions, total, path, columns=5):
-    """A grid of test digits the model got wrong, titled 'true 7 / pred 2'; TOTAL is
-    how many it got wrong in all."""
+    """A grid of digits the model got wrong, titled 'true 7 / pred 2'; TOTAL is how many
+    it got wrong in all."""
     count = len(images)
     rows = max(1, -(-count // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False,
@@ -85,5 +52,34 @@ def plot_misclassified(images, targets, predictions, total, path, columns=5):
         if i < count:
             ax.imshow(images[i].squeeze(), cmap="gray")
             ax.set_title(f"true {int(targets[i])} / pred {int(predictions[i])}", fontsize=10)
-    fig.suptitle(f"{count} of the {total} misclassified test digits")
+    fig.suptitle(f"{count} of the {total} misclassified digits")
+    save_figure(fig, path)
+
+
+def plot_seeds(curves, finals, split, path):
+    """Left: every seed's accuracy curve and their mean. Right: each seed's final
+    accuracy against the 99.40% target. CURVES maps seed -> per-epoch accuracies."""
+    name = "test" if split == "test" else "validation"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    for accuracies in curves.values():
+        left.plot(range(1, len(accuracies) + 1), accuracies, color="tab:blue", alpha=0.35, lw=1)
+    lengths = {len(a) for a in curves.values()}
+    if len(lengths) == 1:
+        mean = [sum(column) / len(column) for column in zip(*curves.values())]
+        left.plot(range(1, len(mean) + 1), mean, color="black", lw=2, label="mean")
+        left.legend(loc="lower right")
+    left.axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1)
+    left.set_ylim(max(95.0, min(min(a) for a in curves.values())), 100)
+    left.set(title=f"{name.capitalize()} accuracy per epoch, {len(curves)} seeds",
+             xlabel="epoch", ylabel="accuracy (%)")
+    left.grid(alpha=0.3)
+    seeds = list(finals)
+    right.bar([str(s) for s in seeds], [finals[s] for s in seeds],
+              color=["tab:green" if finals[s] >= TARGET_ACCURACY else "tab:orange" for s in seeds])
+    right.axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1, label="99.40%")
+    low, high = min(finals.values()), max(finals.values())
+    right.set_ylim(min(low, TARGET_ACCURACY) - 0.1, max(high, TARGET_ACCURACY) + 0.1)
+    right.set(title=f"Final {name} accuracy per seed", xlabel="seed", ylabel="accuracy (%)")
+    right.legend(loc="lower right")
+    right.grid(alpha=0.3, axis="y")
     save_figure(fig, path)

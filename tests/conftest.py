@@ -1,15 +1,17 @@
-"""Shared fixtures: a small synthetic dataset in torchvision's MNIST/raw IDX layout."""
+"""Shared fixtures: a small synthetic dataset in MNIST's raw IDX layout, and runs that skip
+MNIST acquisition (it verifies the real files' MD5s, which synthetic files fail)."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from data import idx_images, idx_labels, raw_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from data import idx_images, idx_labels, raw_dir  # noqa: E402
+# train.py with acquisition skipped, for tests that run it as a process (seeds.py's jobs)
+TRAIN_WITHOUT_ACQUISITION = Path(__file__).resolve().parent / "train_without_acquisition.py"
 
 
 def synthetic_digits(count, seed):
@@ -45,3 +47,22 @@ def synthetic_mnist(tmp_path):
     for name, content in synthetic_idx_files().items():
         (folder / name).write_bytes(content)
     return tmp_path / "data"
+
+
+@pytest.fixture
+def no_acquisition(monkeypatch):
+    """train.py, bench.py and export.py use the data dir as it is."""
+    import bench
+    import export
+    import train
+
+    for module in (train, bench, export):
+        monkeypatch.setattr(module, "ensure_mnist", lambda data_dir: None)
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """--threads sets torch's thread count for the whole process: restore it after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

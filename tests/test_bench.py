@@ -7,21 +7,17 @@ import pytest
 import bench
 
 
-@pytest.fixture
-def no_acquisition(monkeypatch):
-    monkeypatch.setattr(bench, "ensure_mnist", lambda data_dir: None)
-
-
 def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path, no_acquisition,
                                                                     capsys):
     out = tmp_path / "bench.json"
     bench.main(["--data-dir", str(synthetic_mnist), "--steps", "2", "--repeats", "2", "--batch-size", "32",
                 "--test-batch-size", "50", "--json", str(out),
-                "--candidates", "torchvision,in-memory,floor,floor-sync,floor-channels-last,floor-1-thread"])
+                "--profile", "--candidates",
+                "torchvision,in-memory,floor,floor-native-dropout,floor-no-dropout,floor-channels-last"])
     result = json.loads(out.read_text())
     rows = result["candidates"]
-    assert list(rows) == ["torchvision", "in-memory", "floor", "floor-sync", "floor-channels-last",
-                          "floor-1-thread"]
+    assert list(rows) == ["torchvision", "in-memory", "floor", "floor-native-dropout", "floor-no-dropout",
+                          "floor-channels-last"]
     assert (result["steps"], result["repeats"], result["batch_size"]) == (2, 2, 32)
     for row in rows.values():
         assert len(row["runs"]) == 2 and row["train_s"] > 0 and row["test_s"] > 0
@@ -32,8 +28,14 @@ def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnis
         speedup = rows["torchvision"]["epoch_s"] / row["epoch_s"]
         assert row["speedup_over_torchvision"] == pytest.approx(speedup)
     assert rows["floor"]["x_floor"] == 1.0
-    table = capsys.readouterr().out.split("candidate")[-1].splitlines()[1:]
-    assert [line.split()[0] for line in table if line and not line.startswith("Wrote")] == list(rows)
+    printed = capsys.readouterr().out
+    table = printed.split("candidate")[-1].split("Top operators")[0].splitlines()[1:]
+    assert [line.split()[0] for line in table if line] == list(rows)
+    assert list(result["profiles"]) == list(rows)
+    for ops in result["profiles"].values():
+        assert 0 < len(ops) <= 12 and sum(op["share"] for op in ops) <= 100.001
+    convolution = [op for op in result["profiles"]["floor"] if "convolution" in op["op"]]
+    assert convolution and "Top operators by self time, floor:" in printed
 
 
 @pytest.mark.parametrize("argv, message", [

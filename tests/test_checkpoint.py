@@ -1,29 +1,24 @@
-"""Checkpoints, exact resume, signals, non-finite losses and concurrent data acquisition."""
+"""Checkpoints, exact resume, signals, non-finite losses, kills mid-write and concurrent data acquisition."""
 
 import hashlib
 import multiprocessing
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import data
 import train
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import CheckpointError, TrainingState, load_checkpoint, save_weights
 from conftest import ROOT, synthetic_idx_files
-from model import CheckpointError, Net
+from files import atomic_write
+from loaders import InMemoryLoader
+from model import Net
 
 FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--epochs", "3"]
-
-
-@pytest.fixture
-def no_acquisition(monkeypatch):
-    monkeypatch.setattr(train, "ensure_mnist", lambda data_dir: None)
 
 
 def run(data_dir, out_dir, *extra):
@@ -34,10 +29,10 @@ def stop_at_epoch(monkeypatch, epoch, signum=signal.SIGINT):
     """Deliver SIGNUM to this process as epoch EPOCH starts, as Ctrl-C or kill would."""
     real_train_epoch = train.train_epoch
 
-    def train_epoch(*args):
-        if args[5] == epoch:
+    def train_epoch(state, loader, stop):
+        if state.epoch + 1 == epoch:
             signal.raise_signal(signum)
-        return real_train_epoch(*args)
+        return real_train_epoch(state, loader, stop)
 
     monkeypatch.setattr(train, "train_epoch", train_epoch)
 
@@ -46,13 +41,20 @@ def without_seconds(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-@pytest.mark.parametrize("signum, loader", [(signal.SIGINT, "in-memory"), (signal.SIGTERM, "torchvision")])
+def same_weights(a, b):
+    a, b = (torch.load(path, weights_only=True) for path in (a, b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("signum, loader, ema", [(signal.SIGINT, "in-memory", "0.999"),
+                                                 (signal.SIGTERM, "torchvision", "0")])
 def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
-        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, loader):
-    whole = run(synthetic_mnist, tmp_path / "whole", "--loader", loader)
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, loader, ema):
+    flags = ["--loader", loader, "--ema", ema]
+    whole = run(synthetic_mnist, tmp_path / "whole", *flags)
     stop_at_epoch(monkeypatch, 3, signum)
     with pytest.raises(SystemExit) as stopped:
-        run(synthetic_mnist, tmp_path / "cut", "--loader", loader)
+        run(synthetic_mnist, tmp_path / "cut", *flags)
     assert stopped.value.code == 128 + signum
     err = capsys.readouterr().err
     checkpoint = tmp_path / "cut" / "checkpoint.pt"
@@ -62,24 +64,30 @@ def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
     assert load_checkpoint(checkpoint)["epoch"] == 2
     monkeypatch.undo()
     monkeypatch.setattr(train, "ensure_mnist", lambda data_dir: None)
-    resumed = run(synthetic_mnist, tmp_path / "cut", "--loader", loader, "--resume", str(checkpoint))
+    resumed = run(synthetic_mnist, tmp_path / "cut", *flags, "--resume", str(checkpoint))
     assert without_seconds(resumed) == without_seconds(whole)
-    final = [torch.load(tmp_path / d / "weights.pt", weights_only=True) for d in ("whole", "cut")]
-    assert final[0].keys() == final[1].keys()
-    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+    assert same_weights(tmp_path / "whole" / "weights.pt", tmp_path / "cut" / "weights.pt")
 
 
 def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition, monkeypatch):
     stop_at_epoch(monkeypatch, 2)
     with pytest.raises(SystemExit):
         run(synthetic_mnist, tmp_path)
-    with pytest.raises(SystemExit) as refused:
-        run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), "--max-lr", "0.05")
-    message = str(refused.value.code)
-    assert "other settings: max_lr 0.02 (now 0.05)" in message and "\n" not in message
-    with pytest.raises(SystemExit) as refused:
-        run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), "--loader", "torchvision")
-    assert "loader 'in-memory' (now 'torchvision')" in str(refused.value.code)
+    for flags, message in [(["--max-lr", "0.05"], "other settings: max_lr 0.02 (now 0.05)"),
+                           (["--loader", "torchvision"], "loader 'in-memory' (now 'torchvision')"),
+                           (["--batch-size", "64"], "batch_size 32 (now 64)")]:  # a CUDA default, say
+        with pytest.raises(SystemExit) as refused:
+            run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), *flags)
+        assert message in str(refused.value.code) and "\n" not in str(refused.value.code)
+
+
+def test_loader_state_is_a_cpu_generator_whatever_the_device():
+    """Order and augmentation come from a CPU generator, so a checkpoint's loader state has the
+    same size and meaning on every device (a CUDA generator's state would not load on the CPU)."""
+    pixels, labels = torch.zeros(10, 28, 28, dtype=torch.uint8), torch.arange(10)
+    loader = InMemoryLoader(pixels, labels, 4, torch.device("meta"), shuffle=True, seed=1)
+    assert loader.generator.device.type == "cpu"
+    assert loader.generator.get_state().shape == torch.Generator().get_state().shape
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -88,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 
     def nll_loss(output, target, **kwargs):
         loss = real_nll_loss(output, target, **kwargs)
-        if not kwargs:  # a training batch, not the test set's summed loss
+        if not kwargs:  # a training batch, not evaluate()'s summed loss
             calls.append(1)
             if len(calls) == 8 + 4:  # the 4th batch (batch 3) of epoch 2; 8 batches of 32 an epoch
                 return loss * float("nan")
@@ -119,87 +127,112 @@ def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def checkpoint_contents():
-    """What save_checkpoint takes after the epoch number, for an untrained model."""
+def test_weights_are_saved_as_cpu_tensors(tmp_path):
     model = Net()
-    optimizer, scheduler = train.make_optimizer(model, train.parse_args(["--epochs", "1"]), 10)
-    loader = torch.utils.data.DataLoader([0], generator=torch.Generator())
-    config = dict(vars(train.parse_args([])), batch_size=64, parameters=7544)
-    return [], config, model, optimizer, scheduler, loader
+    save_weights(tmp_path / "weights.pt", model)
+    saved = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert type(saved) is type(model.state_dict()) and list(saved) == list(model.state_dict())
+    assert all(tensor.device.type == "cpu" for tensor in saved.values())
 
 
-def write_checkpoints_forever(path, marker, ready):
-    contents = checkpoint_contents()
-    ready.set()
-    while True:
-        save_checkpoint(path, marker, *contents)
+def a_checkpoint(path, epoch):
+    """Write a real training checkpoint of an untrained model at PATH, marked EPOCH."""
+    model = Net()
+    args = train.parse_args(["--epochs", "1"])
+    optimizer, scheduler = train.make_optimizer(model, args, 10)
+    config = dict(vars(args), batch_size=64, parameters=7544, threads=1)
+    state = TrainingState(model, optimizer, scheduler, torch.Generator(), torch.device("cpu"), epoch=epoch)
+    state.save(path, config)
 
 
-def test_sigkill_at_random_moments_never_corrupts_the_checkpoint(tmp_path):
-    """Kill a process that rewrites the checkpoint in a loop, 25 times at random moments:
-    the file on disk must load every time (the old one, or the new one whole)."""
+def write_half_then_wait(path, mid_write):
+    """Start rewriting PATH with a checkpoint for epoch 2; stop halfway and wait to be killed."""
+    a_checkpoint(path.with_name("new.pt"), 2)
+    content = path.with_name("new.pt").read_bytes()
+
+    def write(f):
+        f.write(content[:len(content) // 2])
+        f.flush()
+        mid_write.set()
+        signal.pause()
+
+    atomic_write(path, write)
+
+
+def test_sigkill_in_the_middle_of_a_write_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, -1, *checkpoint_contents())  # the good checkpoint that must survive
+    a_checkpoint(path, 1)  # the good checkpoint that must survive
     fork = multiprocessing.get_context("fork")
-    rng, mid_write, last_seen = random.Random(0), 0, -1
-    for attempt in range(25):
-        ready = fork.Event()
-        writer = fork.Process(target=write_checkpoints_forever, args=(path, attempt, ready))
-        writer.start()
-        assert ready.wait(30)
-        time.sleep(rng.uniform(0, 0.02))
-        os.kill(writer.pid, signal.SIGKILL)
-        writer.join()
-        epoch = load_checkpoint(path)["epoch"]  # the last whole write, never a torn one
-        assert last_seen <= epoch <= attempt
-        last_seen = epoch
-        leftovers = list(tmp_path.glob(".checkpoint.pt.*.tmp"))  # a write the kill cut short
-        mid_write += bool(leftovers)
-        for leftover in leftovers:
-            leftover.unlink()
-    print(f"{mid_write} of 25 kills landed in the middle of a write")
-    assert mid_write >= 5, "too few kills landed in the middle of a write to prove anything"
+    mid_write = fork.Event()
+    writer = fork.Process(target=write_half_then_wait, args=(path, mid_write))
+    writer.start()
+    assert mid_write.wait(120), "the writer never started writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join()
+    assert load_checkpoint(path)["epoch"] == 1  # the old checkpoint, whole
+    assert len(list(tmp_path.glob(".checkpoint.pt.*.tmp"))) == 1  # the half-written temp file
+    a_checkpoint(path, 3)  # a write that completes replaces it whole
+    assert load_checkpoint(path)["epoch"] == 3
 
 
 def test_sigint_from_outside_exits_cleanly_with_the_resume_hint(synthetic_mnist, tmp_path):
-    code = ("import sys, train; train.ensure_mnist = lambda d: None; "
-            "train.main(sys.argv[1:])")
+    """Ctrl-C once epoch 2 has started: the run ends after its batch, with exit code 130."""
     argv = ["--data-dir", str(synthetic_mnist), "--out-dir", str(tmp_path), "--batch-size", "8",
-            "--epochs", "50", "--rotation", "0"]
-    process = subprocess.Popen([sys.executable, "-c", code, *argv], cwd=ROOT, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (tmp_path / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
+            "--epochs", "50", "--rotation", "0", "--threads", "1"]
+    script = str(ROOT / "tests" / "train_without_acquisition.py")
+    process = subprocess.Popen([sys.executable, script, *argv], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:  # epoch 1's checkpoint is written before this line
+        if line.startswith("EPOCH: 2/50"):
+            break
     process.send_signal(signal.SIGINT)
-    err = process.communicate(timeout=120)[1]
+    err = process.communicate(timeout=300)[1]
     assert process.returncode == 130
     assert "Traceback" not in err and "stopped by SIGINT in epoch" in err
     assert f"--resume {tmp_path / 'checkpoint.pt'}" in err
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] >= 1
 
 
-def acquire(data_dir, md5s, calls_file):
+def acquire(data_dir, md5s, calls_file, other_arrived):
     data.MNIST_MD5 = md5s
 
-    def slow_source(folder, log):
+    def source_that_waits_for_the_other(folder, log):
         with open(calls_file, "a") as calls:
             calls.write("call\n")
-        time.sleep(0.5)  # long enough for the other process to arrive meanwhile
+        other_arrived.wait(60)  # the other process is blocked on the lock meanwhile
         return synthetic_idx_files()
 
-    data.ensure_mnist(data_dir, sources=[slow_source], log=lambda m: None)
+    data.ensure_mnist(data_dir, sources=[source_that_waits_for_the_other], log=lambda m: None)
 
 
 def test_two_runs_on_an_empty_data_dir_both_end_with_verified_files(tmp_path):
     md5s = {n: hashlib.md5(c).hexdigest() for n, c in synthetic_idx_files().items()}
     fork = multiprocessing.get_context("fork")
-    runs = [fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls")) for _ in range(2)]
-    for process in runs:
-        process.start()
-    for process in runs:
-        process.join(60)
-    assert [p.exitcode for p in runs] == [0, 0]
+    other_arrived = fork.Event()
+    first = fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", other_arrived))
+    first.start()
+    while not (tmp_path / "calls").exists():  # the first holds the lock and is in its source
+        first.join(0.01)
+    second = fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", other_arrived))
+    second.start()
+    other_arrived.set()
+    for process in (first, second):
+        process.join(120)
+    assert [p.exitcode for p in (first, second)] == [0, 0]
     assert (tmp_path / "calls").read_text() == "call\n"  # the second waited, then found the files
     for name, digest in md5s.items():
         assert data.md5_of_file(data.raw_dir(tmp_path) / name) == digest
+
+
+def test_a_filesystem_without_locks_goes_on_without_the_lock(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    messages = []
+    with data.exclusive_lock(tmp_path / ".mnist.lock", log=messages.append):
+        inside = True
+    assert inside and len(messages) == 1 and "going on without the lock" in messages[0]

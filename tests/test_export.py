@@ -34,8 +34,7 @@ def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
     assert [d.dim_value for d in image.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
 
 
-def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(export, "ensure_mnist", lambda data_dir: None)
+def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys):
     checkpoint = tmp_path / "weights.pt"
     torch.save(Net().state_dict(), checkpoint)
     export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
@@ -45,8 +44,7 @@ def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, mo
     onnx.checker.check_model(onnx.load(tmp_path / "m.onnx"))
 
 
-def test_export_refuses_a_model_that_does_not_match(synthetic_mnist, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "ensure_mnist", lambda data_dir: None)
+def test_export_refuses_a_model_that_does_not_match(synthetic_mnist, tmp_path, no_acquisition, monkeypatch):
     checkpoint = tmp_path / "weights.pt"
     torch.save(Net().state_dict(), checkpoint)
     monkeypatch.setattr(export, "MAX_ABS_DIFF", 0.0)  # nothing can pass a zero tolerance

@@ -1,13 +1,17 @@
+import ast
+import math
 import re
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model import Net, count_parameters
+from conftest import ROOT
+from model import Dropout, Net, count_parameters
 from train import print_summary
 
-# The seed document's torchsummary table: (layer type, output shape, params), row by row.
+# The reference torchsummary table: (layer type, output shape, params), row by row.
 SEED_TABLE = [
     ("Conv2d", [16, 26, 26], 144), ("ReLU", [16, 26, 26], 0), ("BatchNorm2d", [16, 26, 26], 32),
     ("Dropout", [16, 26, 26], 0),
@@ -27,14 +31,14 @@ SEED_TABLE = [
 ROW = re.compile(r"^\s*(\w+)-(\d+)\s+\[-1, ([\d, ]+)\]\s+([\d,]+)$")
 
 
-def test_parameter_count_is_the_seeds_and_under_8k():
+def test_parameter_count_is_the_references_and_under_8k():
     model = Net()
     assert count_parameters(model) == 7544 < 8000
     assert all(p.requires_grad for p in model.parameters())
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
 
 
-def test_summary_table_matches_the_seed_row_for_row(capsys):
+def test_summary_table_matches_the_reference_row_for_row(capsys):
     print_summary(Net())
     printed = capsys.readouterr().out
     rows = [ROW.match(line).groups() for line in printed.splitlines() if ROW.match(line)]
@@ -63,9 +67,59 @@ def test_output_is_log_probabilities_of_shape_n_by_10():
     torch.testing.assert_close(out.exp().sum(dim=1), torch.ones(7))
 
 
-def test_dropout_is_a_constructor_argument():
-    probabilities = {m.p for m in Net(dropout=0.2).modules() if isinstance(m, nn.Dropout)}
-    assert probabilities == {0.2}
+def test_dropout_is_a_constructor_argument_and_an_nn_dropout():
+    dropouts = [m for m in Net(dropout=0.2).modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 6 and {m.p for m in dropouts} == {0.2}
+    assert all(isinstance(m, Dropout) for m in dropouts)
+
+
+def test_model_module_imports_only_torch():
+    tree = ast.parse((ROOT / "model.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {name.split(".")[0] for name in imported} == {"torch"}
+
+
+@pytest.mark.parametrize("p", [0.01, 0.05, 0.5])
+def test_fast_dropout_keeps_each_element_with_probability_1_minus_p(p):
+    torch.manual_seed(0)
+    out = Dropout(p)(torch.ones(1_000_000))
+    kept = (out != 0).double().mean().item()
+    standard_error = math.sqrt(p * (1 - p) / 1_000_000)
+    assert abs(kept - (1 - p)) < 4 * standard_error
+    assert set(out.unique().tolist()) == {0.0, torch.tensor(1 / (1 - p)).item()}  # kept ones scaled exactly
+
+
+def test_fast_dropout_masks_vary_and_repeat_with_the_seed():
+    x = torch.ones(64, 16, 26, 26)
+    dropout = Dropout(0.05)
+    torch.manual_seed(3)
+    first, second = dropout(x.clone()), dropout(x.clone())
+    torch.manual_seed(3)
+    again = dropout(x.clone())
+    assert torch.equal(first, again) and not torch.equal(first, second)
+    dropped = first == 0  # not the same elements in every row, channel or position
+    assert dropped.any(0).float().mean() > 0.9 and not dropped.all(0).any()
+    words = dropped.flatten()[:4096].view(-1, 4)  # the four 16-bit draws of a 64-bit word are independent
+    assert words.sum(1).max() < 4 and (words.sum(1) >= 1).sum() > 100
+
+
+def test_fast_dropout_does_nothing_in_eval_mode_or_at_p_0():
+    x = torch.randn(8, 16, 5, 5)
+    assert Dropout(0.5).eval()(x) is x
+    assert Dropout(0.0)(x) is x
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fast_dropout_gradient_is_the_mask_times_the_scale(inplace):
+    torch.manual_seed(1)
+    x = torch.randn(32, 10, 6, 6, requires_grad=True)
+    out = Dropout(0.3, inplace=inplace)(x * 1.0)  # in place only on a non-leaf, as in the network
+    out.backward(torch.ones_like(out))
+    scale = torch.tensor(1 / 0.7)
+    expected = torch.where(out != 0, scale, torch.tensor(0.0))
+    assert torch.equal(x.grad, expected)
+    assert torch.allclose(out, x.detach() * expected)
 
 
 def test_overfits_one_small_batch():

@@ -9,8 +9,9 @@ from PIL import Image, ImageDraw
 
 import data
 import predict
+from checkpoint import CheckpointError, load_model
 from conftest import ROOT
-from model import CheckpointError, Net, load_model
+from model import Net
 
 
 def ring(size, box, ink=255, paper=0, mode="L"):

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 import subprocess
@@ -13,21 +14,16 @@ from model import Net
 
 
 def run_main(data_dir, out_dir, *extra):
-    """train.main on the synthetic set; acquisition is skipped (it verifies real MNIST's MD5s)."""
+    """train.main on the synthetic set (use with the no_acquisition fixture)."""
     argv = ["--data-dir", str(data_dir), "--out-dir", str(out_dir), "--batch-size", "32",
             "--test-batch-size", "50", *extra]
     return train.main(argv)
 
 
-@pytest.fixture
-def no_acquisition(monkeypatch):
-    monkeypatch.setattr(train, "ensure_mnist", lambda data_dir: None)
-
-
 @pytest.mark.parametrize("argv", [
-    ["--epochs", "0"], ["--batch-size", "-1"], ["--no-such-flag"], ["--lr", "abc"],
-    ["--pct-start", "1.5"], ["--dropout", "1"], ["--device", "tpu"],
-    ["--base-momentum", "0.99", "--max-momentum", "0.9"],
+    ["--epochs", "0"], ["--batch-size", "-1"], ["--no-such-flag"], ["--max-lr", "abc"],
+    ["--pct-start", "1.5"], ["--dropout", "1"], ["--device", "tpu"], ["--lr", "0.01"],
+    ["--base-momentum", "0.99", "--max-momentum", "0.9"], ["--holdout", "60000"],
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -37,14 +33,14 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, capsys):
     assert len(err.strip().splitlines()) == 1 and "error:" in err
 
 
-def test_defaults_are_the_seeds_recipe():
+def test_defaults_are_the_reference_optimizer_and_schedule():
     args = train.parse_args([])
     optimizer, scheduler = train.make_optimizer(Net(), args, steps_per_epoch=938)
     group = optimizer.param_groups[0]
     assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.95, 1e-4, True)
-    assert group["initial_lr"] == pytest.approx(0.02 / 25)
+    assert group["lr"] == pytest.approx(0.02 / 25) and group["initial_lr"] == pytest.approx(0.02 / 25)
     assert scheduler.total_steps == 15 * 938
-    assert (args.lr, args.epochs, args.seed, args.batch_size) == (0.01, 15, 1, None)
+    assert (args.epochs, args.seed, args.batch_size, args.out_dir) == (15, 1, None, "runs/seed1")
 
 
 def test_one_epoch_run_writes_curves_history_and_weights(synthetic_mnist, tmp_path, no_acquisition, capsys):
@@ -58,9 +54,33 @@ def test_one_epoch_run_writes_curves_history_and_weights(synthetic_mnist, tmp_pa
     (row,) = history["epochs"]
     assert set(row) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
     assert history["config"]["batch_size"] == 32 and history["final_test_acc"] == row["test_acc"]
+    assert history["config"]["threads"] == torch.get_num_threads()
     model = Net()
     model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
     assert list(out.glob(".*.tmp")) == []
+
+
+def test_a_run_without_out_dir_leaves_the_committed_weights_alone(synthetic_mnist, no_acquisition,
+                                                                  monkeypatch, tmp_path, capsys):
+    committed = hashlib.sha256((ROOT / "weights.pt").read_bytes()).hexdigest()
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(train, "save_results", lambda out_dir, *rest: print(f"to {out_dir}"))
+    train.main(["--data-dir", str(synthetic_mnist), "--epochs", "1", "--batch-size", "64",
+                "--seed", "987654"])
+    try:
+        assert "to runs/seed987654" in capsys.readouterr().out
+        assert hashlib.sha256((ROOT / "weights.pt").read_bytes()).hexdigest() == committed
+    finally:
+        (ROOT / "runs" / "seed987654" / "checkpoint.pt").unlink()
+        (ROOT / "runs" / "seed987654").rmdir()
+
+
+def test_holdout_validates_on_the_last_training_images(synthetic_mnist, tmp_path, no_acquisition, capsys):
+    history = run_main(synthetic_mnist, tmp_path, "--epochs", "1", "--holdout", "56")
+    assert "Validation set: Average loss" in capsys.readouterr().out
+    assert set(history[0]) >= {"val_loss", "val_acc"} and "test_acc" not in history[0]
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["config"]["eval_split"] == "val" and "final_val_acc" in saved
 
 
 def test_learning_rate_follows_one_cycle_per_batch(synthetic_mnist, tmp_path, no_acquisition):
@@ -81,14 +101,23 @@ def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acqu
     assert not all(torch.equal(weights[0][k], other[k]) for k in other)
 
 
-def test_torchvision_training_set_is_shuffled_on_cpu(synthetic_mnist):
-    """pytorch/examples shuffles only on an accelerator; this project shuffles everywhere."""
-    loaders = [train.make_loaders("torchvision", synthetic_mnist, 32, 50, 0, seed, torch.device("cpu"))[0]
-               for seed in (1, 1, 2)]
-    orders = [list(loader.sampler) for loader in loaders]
-    assert sorted(orders[0]) == list(range(256)) and orders[0] != list(range(256))
-    assert orders[0] == orders[1] != orders[2]
-    assert list(loaders[0].sampler) != orders[0]  # and a fresh order every epoch
+def test_ema_warms_up_and_then_uses_the_decay():
+    average, value = [torch.zeros(3), torch.tensor([0])], [torch.ones(3), torch.tensor([5])]
+    update = train.ema_update(0.999)
+    update(average, value, torch.tensor(0))  # after 0 updates the decay is 1/10
+    assert torch.allclose(average[0], torch.full((3,), 0.9)) and average[1].item() == 5
+    average[0].zero_()
+    update(average, value, torch.tensor(100_000))
+    assert torch.allclose(average[0], torch.full((3,), 0.001))
+
+
+@pytest.mark.parametrize("windows, expected", [
+    (False, "python train.py --out-dir 'my runs/a' --resume 'my runs/a/checkpoint.pt'"),
+    (True, 'python train.py --out-dir "my runs/a" --resume "my runs/a/checkpoint.pt"'),
+])
+def test_resume_command_is_quoted_for_the_platform(windows, expected):
+    argv = ["--out-dir", "my runs/a", "--resume", "old.pt"]
+    assert train.resume_command(argv, "my runs/a/checkpoint.pt", windows=windows) == expected
 
 
 def test_missing_data_exits_with_one_line_and_no_partial_file(tmp_path, monkeypatch, capsys):
@@ -110,3 +139,12 @@ def test_command_line_error_has_no_traceback():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "train.py: error: argument --epochs: 0 is outside [1, inf] (see --help)"]
+
+
+@pytest.mark.parametrize("script", ["predict", "export"])
+def test_using_a_model_imports_no_training_code_and_no_plotting(script):
+    code = f"import sys, {script}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    loaded = set(eval(done.stdout))
+    assert script in loaded and "checkpoint" in loaded
+    assert not loaded & {"train", "matplotlib", "utils", "torchsummary", "torchvision", "bench"}

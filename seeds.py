@@ -1,0 +1,243 @@
+"""Run the training recipe over many seeds and summarize the results as a distribution.
+
+    python seeds.py --seeds 1-10                          # the default recipe -> runs/seeds/
+    python seeds.py --seeds 1-3 --holdout 10000 --dropout 0.01 --out-dir runs/screen-d01
+    python seeds.py --seeds 1-5 --batch-size 128 --out-dir runs/seeds-bs128
+
+Each seed is an ordinary `python train.py --seed N --threads T --out-dir OUT/seedN
+[train.py flags]` run, with its own train.log, history.json and checkpoint.pt;
+every flag that seeds.py does not know goes to train.py. Run again, a seed
+already finished with the same settings is skipped and an interrupted one
+resumes from its checkpoint. Ctrl-C stops every job after its current batch and
+says how to continue. A failing seed is reported, the others go on, and the
+exit code is 1. Writes OUT/seeds.json and OUT/seeds.png and prints the table.
+"""
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import train
+from cli import OneLineErrorParser, bounded
+from files import atomic_write_json
+from utils import TARGET_ACCURACY, plot_seeds
+
+TRAIN_PY = Path(__file__).resolve().parent / "train.py"
+# On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour
+# than 1 job x 2 threads (results/README.md).
+DEFAULT_JOBS = 2
+
+
+def seed_list(text):
+    """'1-10', '3' or '1,4,7-9' -> a sorted list of distinct seeds."""
+    seeds = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a list of seeds like 1-10 or 1,3,5") from None
+        if first < 0 or last < first:
+            raise ValueError(f"{part!r} is not a range of seeds >= 0")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)
+
+
+def parse_args(argv=None):
+    p = OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,  # --seed is train.py's
+                           epilog="Any other flag is passed to train.py (see python train.py --help).")
+    p.add_argument("--seeds", type=seed_list_type, default=seed_list("1-10"), help="e.g. 1-10 or 1,3,5")
+    p.add_argument("--jobs", type=bounded(int, 1), default=DEFAULT_JOBS, help="seeds trained at once")
+    p.add_argument("--threads", type=bounded(int, 1), default=None,
+                   help="CPU threads per job; default: the cores divided among the jobs")
+    p.add_argument("--out-dir", default="runs/seeds")
+    args, train_flags = p.parse_known_args(argv)
+    for own in ("--seed", "--out-dir", "--resume", "--threads"):
+        if any(flag == own or flag.startswith(own + "=") for flag in train_flags):
+            p.error(f"{own} is set by seeds.py for each seed; it cannot be passed to train.py")
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    args.train_flags = train_flags + ["--threads", str(args.threads)]
+    train.parse_args(args.train_flags)  # a bad train.py flag fails now, in one line
+    return args
+
+
+def seed_list_type(text):
+    try:
+        return seed_list(text)
+    except ValueError as error:
+        import argparse
+
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def seed_flags(args, seed):
+    return [*args.train_flags, "--seed", str(seed), "--out-dir", str(Path(args.out_dir) / f"seed{seed}")]
+
+
+def other_settings(history, expected):
+    """The settings in which a finished run's history differs from EXPECTED train.py args."""
+    config = history["config"]
+    skip = {"resume"} | ({"device"} if expected.device == "auto" else set())  # auto: resolved in config
+    return [f"{key} {config.get(key)!r} (now {value!r})" for key, value in vars(expected).items()
+            if value is not None and key not in skip and config.get(key) != value]
+
+
+def read_history(folder):
+    path = Path(folder) / "history.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class Jobs:
+    """Up to N train.py processes at once; SIGINT/SIGTERM stop them all after their batch."""
+
+    def __init__(self, limit):
+        self.limit, self.running, self.stopping = limit, {}, False
+
+    def start(self, seed, flags, log_path):
+        log = open(log_path, "a")  # noqa: SIM115 (closed in finished(), when the job ends)
+        process = subprocess.Popen([sys.executable, str(TRAIN_PY), *flags], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True,  # Ctrl-C reaches them through stop()
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.running[seed] = (process, log, time.perf_counter())
+
+    def stop(self, signum, frame):
+        self.stopping = True
+        for process, _, _ in self.running.values():
+            process.send_signal(signal.SIGINT)
+
+    def finished(self):
+        """Wait until a job ends; (seed, exit code, seconds)."""
+        while True:
+            for seed, (process, log, start) in list(self.running.items()):
+                if process.poll() is not None:
+                    log.close()
+                    del self.running[seed]
+                    return seed, process.returncode, time.perf_counter() - start
+            time.sleep(0.2)
+
+
+def run_seeds(args):
+    """Train every seed not yet finished; returns the seeds that failed."""
+    queue, failed = [], []
+    for seed in args.seeds:
+        folder = Path(args.out_dir) / f"seed{seed}"
+        history = read_history(folder)
+        expected = train.parse_args(seed_flags(args, seed))
+        if history is None:
+            queue.append(seed)
+        elif other_settings(history, expected):
+            print(f"seed {seed}: {folder} holds a finished run with other settings "
+                  f"({'; '.join(other_settings(history, expected))}); use another --out-dir")
+            failed.append(seed)
+    done = len(args.seeds) - len(queue) - len(failed)
+    if done:
+        print(f"{done} seed(s) already finished with these settings: skipped")
+    jobs = Jobs(args.jobs)
+    previous = {s: signal.signal(s, jobs.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tqdm(total=len(queue), desc="seeds", unit="run") as bar:
+            while (queue and not jobs.stopping) or jobs.running:
+                while queue and not jobs.stopping and len(jobs.running) < jobs.limit:
+                    start_seed(jobs, args, queue.pop(0))
+                seed, code, seconds = jobs.finished()
+                bar.update(1)
+                bar.write(seed_report(args, seed, code, seconds))
+                if code != 0 and not jobs.stopping:
+                    failed.append(seed)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if jobs.stopping:
+        print(f"Stopped. Run the same command again to continue: finished seeds are skipped and "
+              f"stopped ones resume from {Path(args.out_dir)}/seedN/checkpoint.pt.", file=sys.stderr)
+        sys.exit(130)
+    return failed
+
+
+def start_seed(jobs, args, seed):
+    folder = Path(args.out_dir) / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    flags = seed_flags(args, seed)
+    if (folder / "checkpoint.pt").exists():
+        flags += ["--resume", str(folder / "checkpoint.pt")]
+    jobs.start(seed, flags, folder / "train.log")
+
+
+def seed_report(args, seed, code, seconds):
+    folder = Path(args.out_dir) / f"seed{seed}"
+    history = read_history(folder) if code == 0 else None
+    if history is None:
+        return f"seed {seed}: stopped or failed (exit code {code}); see {folder / 'train.log'}"
+    split = history["config"]["eval_split"]
+    return (f"seed {seed}: {history[f'final_{split}_acc']:.2f}% {split} accuracy "
+            f"(best {history[f'best_{split}_acc']:.2f}% at epoch {history[f'best_{split}_acc_epoch']}), "
+            f"{seconds:.0f} s")
+
+
+def summarize(args):
+    """seeds.json's content from the finished seeds' history.json files, or None if none finished."""
+    histories = {seed: read_history(Path(args.out_dir) / f"seed{seed}") for seed in args.seeds}
+    histories = {seed: h for seed, h in histories.items() if h is not None}
+    if not histories:
+        return None
+    first = next(iter(histories.values()))
+    split = first["config"]["eval_split"]
+    runs = [{"seed": seed, f"final_{split}_acc": h[f"final_{split}_acc"],
+             f"best_{split}_acc": h[f"best_{split}_acc"], "best_epoch": h[f"best_{split}_acc_epoch"],
+             f"best_{split}_loss": h[f"best_{split}_loss"],
+             "seconds": round(sum(row["seconds"] for row in h["epochs"]), 1)}
+            for seed, h in histories.items()]
+    finals = [run[f"final_{split}_acc"] for run in runs]
+    shared = {k: v for k, v in first["config"].items() if k not in ("seed", "out_dir", "resume")}
+    return {"config": shared, "train_flags": args.train_flags, "split": split, "runs": runs,
+            "summary": {"n": len(finals), "mean": statistics.mean(finals),
+                        "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                        "min": min(finals), "max": max(finals),
+                        "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals)}}
+
+
+def print_table(result):
+    split = result["split"]
+    print(f"\n{'seed':>4} {'final %':>8} {'best %':>8} {'epoch':>6} {'best loss':>10} {'seconds':>8}")
+    for run in result["runs"]:
+        print(f"{run['seed']:>4} {run[f'final_{split}_acc']:8.2f} {run[f'best_{split}_acc']:8.2f} "
+              f"{run['best_epoch']:>6} {run[f'best_{split}_loss']:10.4f} {run['seconds']:8.0f}")
+    s = result["summary"]
+    print(f"{split} accuracy over {s['n']} seeds: mean {s['mean']:.3f} +/- {s['sd']:.3f} (sd), "
+          f"min {s['min']:.2f}, max {s['max']:.2f}; {s['at_least_99_40']} of {s['n']} reach 99.40%")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    print(f"seeds {args.seeds}, {args.jobs} job(s) x {args.threads} thread(s), train.py "
+          f"{' '.join(args.train_flags)}, into {args.out_dir}")
+    failed = run_seeds(args)
+    result = summarize(args)
+    if result is not None:
+        atomic_write_json(Path(args.out_dir) / "seeds.json", result)
+        split = result["split"]
+        histories = {run["seed"]: read_history(Path(args.out_dir) / f"seed{run['seed']}")
+                     for run in result["runs"]}
+        curves = {seed: [row[f"{split}_acc"] for row in h["epochs"]] for seed, h in histories.items()}
+        plot_seeds(curves, {run["seed"]: run[f"final_{split}_acc"] for run in result["runs"]}, split,
+                   Path(args.out_dir) / "seeds.png")
+        print_table(result)
+        print(f"Wrote {Path(args.out_dir) / 'seeds.json'} and seeds.png")
+    if failed:
+        print(f"seeds.py: error: seed(s) {', '.join(map(str, failed))} failed; see their train.log",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
