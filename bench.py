@@ -62,6 +62,7 @@ class Setup:
     train_batches: list  # (images, labels), normalized beforehand: the floor's input
     test_batches: list
     steps_per_epoch: int
+    dropout: float
 
 
 def pipeline(kind, setup, model, optimizer, scheduler):
@@ -162,7 +163,7 @@ def time_candidate(name, setup, profile=False):
     """(train seconds, test seconds) of one fresh, identically initialized run of NAME;
     with PROFILE, torch.profiler's table of its training steps' operators instead."""
     torch.manual_seed(0)
-    model = Net().to(setup.device)
+    model = Net(setup.dropout).to(setup.device)
     optimizer, scheduler = make_optimizer(name, model, setup.steps)
     if not profile:
         return CANDIDATES[name](setup, model, optimizer, scheduler)
@@ -225,6 +226,8 @@ def parse_args(argv=None):
                    help=f"comma-separated, from: {', '.join(CANDIDATES)}")
     p.add_argument("--profile", action="store_true",
                    help="also profile one more run of each candidate and print its top operators")
+    p.add_argument("--dropout", type=bounded(float, 0, 0.99), default=0.05,
+                   help="the network's dropout; default: the reference recipe's 0.05")
     p.add_argument("--batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
     p.add_argument("--test-batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
@@ -259,7 +262,7 @@ def make_setup(args):
     return Setup(device, **sizes, steps=args.steps, data_dir=args.data_dir,
                  train_batches=batches(train_pixels[:count], train_labels[:count], sizes["batch_size"]),
                  test_batches=batches(test_pixels, test_labels, sizes["test_batch_size"]),
-                 steps_per_epoch=math.ceil(len(train_labels) / sizes["batch_size"]))
+                 steps_per_epoch=math.ceil(len(train_labels) / sizes["batch_size"]), dropout=args.dropout)
 
 
 def machine():
@@ -280,7 +283,8 @@ def main(argv=None):
     except (DataError, OSError, ValueError) as error:
         sys.exit(f"bench.py: error: {error}")
     print(f"{setup.device}, batch {setup.batch_size}, test batch {setup.test_batch_size}, "
-          f"{args.steps} steps, {args.repeats} repeats, {torch.get_num_threads()} threads")
+          f"dropout {args.dropout}, {args.steps} steps, {args.repeats} repeats, "
+          f"{torch.get_num_threads()} threads")
     times = {name: [] for name in args.candidates}
     for repeat in range(args.repeats):
         for name in args.candidates:
