@@ -25,7 +25,6 @@ top operators of each candidate's training steps. Runs on whatever device
 train.py would pick.
 """
 
-import contextlib
 import math
 import os
 import platform
@@ -72,9 +71,9 @@ def pipeline(kind, setup, model, optimizer, scheduler):
         test_batch_size=setup.test_batch_size, augment=Augmentation(rotation=7.0), seed=1,
         num_workers=setup.num_workers, train_limit=setup.steps * setup.batch_size)
     state = SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, ema=None, epoch=0)
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet), train.StopOnSignal() as stop:
+    with train.StopOnSignal() as stop:
         start = time.perf_counter()
-        train.train_epoch(state, train_loader, stop)  # its progress bar prints to nowhere
+        train.train_epoch(state, train_loader, stop, show_progress=False)
         synchronize(setup.device)
         middle = time.perf_counter()
         evaluate(model, test_loader)

@@ -1,15 +1,17 @@
 """Train the reference 7,544-parameter network on MNIST to 99.4% in 15 epochs.
 
-    python train.py                          # the reference recipe, seed 1; writes runs/seed1/
+    python train.py                          # the default recipe, seed 1; writes runs/seed1/
     python train.py --seed 2 --threads 1     # another seed, one CPU thread
     python train.py --epochs 1               # a quick smoke run
     python train.py --holdout 10000          # validate on the last 10,000 training images
     python train.py --resume runs/seed1/checkpoint.pt   # continue a stopped run (same flags)
 
-Every setting is a flag below, with the reference recipe's value as its default,
-and the whole configuration is printed at start. MNIST is obtained offline if
-torchvision's mirrors fail (data.py), then held as one tensor on the device and
-batched, augmented and normalized there (loaders.py). Writes to --out-dir:
+Every setting is a flag below. The defaults are the reference recipe's network,
+optimizer and schedule, plus the augmentation, dropout and weight averaging
+chosen on validation (results/recipes.md); the whole configuration is printed
+at start. MNIST is obtained offline if torchvision's mirrors fail (data.py),
+then held as one tensor on the device and batched, augmented and normalized
+there (loaders.py). Writes to --out-dir:
 output.png (the four training curves), misclassified.png, history.json and
 weights.pt, and after every epoch checkpoint.pt, from which --resume continues
 bit for bit. Ctrl-C or SIGTERM stops after the current batch and prints the
@@ -168,12 +170,13 @@ class EpochStats:
     lr: float  # the learning rate of the epoch's last batch
 
 
-def train_epoch(state, loader, stop):
-    """One pass over the training set. One host sync a batch: the loss, to stop on NaN."""
+def train_epoch(state, loader, stop, show_progress=None):
+    """One pass over the training set. One host sync a batch: the loss, to stop on NaN.
+    The progress bar shows on a terminal (show_progress None), always (True) or never (False)."""
     model, optimizer, epoch = state.model, state.optimizer, state.epoch + 1
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    with tqdm(loader, disable=None) as progress:  # a bar on a terminal only, not in logs
+    with tqdm(loader, disable=None if show_progress is None else not show_progress) as progress:
         for batch_id, (data, target) in enumerate(progress):
             stop.check(f"in epoch {epoch}, batch {batch_id}")
             lr = optimizer.param_groups[0]["lr"]
@@ -261,7 +264,7 @@ def augmentation(args):
 
 
 def setup(args):
-    """(TrainingState, evaluation loader, config) for ARGS, with the run's data on its device."""
+    """(TrainingState, training loader, evaluation loader, config) for ARGS, the data on the device."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

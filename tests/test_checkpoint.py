@@ -212,7 +212,7 @@ def test_two_runs_on_an_empty_data_dir_both_end_with_verified_files(tmp_path):
     other_arrived = fork.Event()
     first = fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", other_arrived))
     first.start()
-    while not (tmp_path / "calls").exists():  # the first holds the lock and is in its source
+    while not (tmp_path / "calls").exists() and first.is_alive():  # it holds the lock, in its source
         first.join(0.01)
     second = fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", other_arrived))
     second.start()
