@@ -39,7 +39,7 @@ from torchsummary import summary
 from tqdm import tqdm
 
 from checkpoint import CheckpointError, TrainingState, save_weights
-from cli import OneLineErrorParser, bounded, device_available, pick_device
+from cli import DefaultsHelpFormatter, OneLineErrorParser, bounded, device_available, pick_device
 from data import DataError, ensure_mnist
 from evaluate import evaluate
 from files import atomic_write_json
@@ -57,20 +57,28 @@ REFERENCE_RECIPE = dict(epochs=15, weight_decay=1e-4, nesterov=True, max_lr=0.02
 
 
 def parse_args(argv=None):
-    p = OneLineErrorParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0], epilog=(
+        "SGD's learning rate and momentum are not flags: OneCycleLR sets both from the first "
+        "step, the learning rate from max-lr / div-factor up to max-lr and down to max-lr / "
+        "div-factor / final-div-factor, the momentum from max-momentum down to base-momentum "
+        "and back. The reference document's SGD values (lr 0.01, momentum 0.9) are overwritten "
+        "that way; its OneCycleLR values are the defaults here."),
+        formatter_class=DefaultsHelpFormatter)
     p.set_defaults(**REFERENCE_RECIPE)
     positive_int, positive_float = bounded(int, 1), bounded(float, 0, low_open=True)
     # Run
-    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--epochs", type=positive_int, help="also the length of the OneCycleLR schedule")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="default: 128 on CUDA, 64 otherwise (the reference's choice)")
     p.add_argument("--test-batch-size", type=positive_int, default=None,
                    help="default: 1000 on CUDA/MPS, 250 on the CPU (measured faster there)")
-    p.add_argument("--seed", type=bounded(int, 0), default=1)
+    p.add_argument("--seed", type=bounded(int, 0), default=1,
+                   help="initialization, order, augmentation, dropout")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads; default: torch's (one per core). On the CPU the thread "
                         "count changes the result, so it is recorded in history.json")
-    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto",
+                   help="auto: cuda, then mps, then cpu")
     p.add_argument("--loader", choices=LOADERS, default="in-memory",
                    help="in-memory: MNIST as one tensor on the device (fast); torchvision: PIL + DataLoader")
     p.add_argument("--num-workers", type=bounded(int, 0), default=None,
@@ -78,13 +86,14 @@ def parse_args(argv=None):
     p.add_argument("--holdout", type=bounded(int, 0, 59000), default=0,
                    help="train on all but the last N training images and evaluate on those "
                         "(validation) instead of the test set")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default="data", help="MNIST goes to DATA_DIR/MNIST/raw")
     p.add_argument("--out-dir", default=None, help="default: runs/seed<SEED>")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.pt of this run")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (for CUDA; CPU runs are repeatable without it)")
     # Model, augmentation and weight averaging
-    p.add_argument("--dropout", type=bounded(float, 0, 0.99), default=DEFAULT_DROPOUT)
+    p.add_argument("--dropout", type=bounded(float, 0, 0.99), default=DEFAULT_DROPOUT,
+                   help="after every convolution block")
     # Bilinear rotation, dropout 0.01 and the averaged weights were chosen on validation
     # (results/recipes.md); the reference recipe's choices were --interpolation nearest
     # --dropout 0.05 --ema 0.
@@ -94,19 +103,21 @@ def parse_args(argv=None):
                    help="random shift, +/- this fraction of the image size per axis")
     p.add_argument("--scale", type=bounded(float, 0, 0.5), default=0.0,
                    help="random zoom in [1 - SCALE, 1 + SCALE]")
-    p.add_argument("--interpolation", choices=["nearest", "bilinear"], default="bilinear")
+    p.add_argument("--interpolation", choices=["nearest", "bilinear"], default="bilinear",
+                   help="how augmented digits are resampled")
     p.add_argument("--ema", type=bounded(float, 0, 1), default=0.999, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights "
                         "(and BatchNorm statistics) with this decay per step; 0: off")
     # SGD with Nesterov momentum; OneCycleLR stepped after every batch sets its lr and momentum
-    p.add_argument("--weight-decay", type=bounded(float, 0))
-    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
+    p.add_argument("--weight-decay", type=bounded(float, 0), help="SGD's L2 penalty")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum")
     p.add_argument("--max-lr", type=positive_float, help="peak learning rate of OneCycleLR")
-    p.add_argument("--pct-start", type=bounded(float, 0, 1, low_open=True))
+    p.add_argument("--pct-start", type=bounded(float, 0, 1, low_open=True),
+                   help="the fraction of steps spent raising the learning rate")
     p.add_argument("--div-factor", type=positive_float, help="the first learning rate is max-lr / this")
     p.add_argument("--final-div-factor", type=positive_float,
                    help="the last learning rate is max-lr / div-factor / this")
-    p.add_argument("--anneal-strategy", choices=["cos", "linear"])
+    p.add_argument("--anneal-strategy", choices=["cos", "linear"], help="the shape of both ramps")
     p.add_argument("--base-momentum", type=bounded(float, 0, 1),
                    help="momentum at the peak learning rate")
     p.add_argument("--max-momentum", type=bounded(float, 0, 1, low_open=True),
