@@ -13,6 +13,7 @@ says how to continue. A failing seed is reported, the others go on, and the
 exit code is 1. Writes OUT/seeds.json and OUT/seeds.png and prints the table.
 """
 
+import argparse
 import json
 import os
 import signal
@@ -43,9 +44,9 @@ def seed_list(text):
         try:
             first, last = int(low), int(high or low)
         except ValueError:
-            raise ValueError(f"{text!r} is not a list of seeds like 1-10 or 1,3,5") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of seeds like 1-10 or 1,3,5") from None
         if first < 0 or last < first:
-            raise ValueError(f"{part!r} is not a range of seeds >= 0")
+            raise argparse.ArgumentTypeError(f"{part!r} is not a range of seeds >= 0")
         seeds.update(range(first, last + 1))
     return sorted(seeds)
 
@@ -53,7 +54,7 @@ def seed_list(text):
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,  # --seed is train.py's
                            epilog="Any other flag is passed to train.py (see python train.py --help).")
-    p.add_argument("--seeds", type=seed_list_type, default=seed_list("1-10"), help="e.g. 1-10 or 1,3,5")
+    p.add_argument("--seeds", type=seed_list, default="1-10", help="e.g. 1-10 or 1,3,5")
     p.add_argument("--jobs", type=bounded(int, 1), default=DEFAULT_JOBS, help="seeds trained at once")
     p.add_argument("--threads", type=bounded(int, 1), default=None,
                    help="CPU threads per job; default: the cores divided among the jobs")
@@ -66,15 +67,6 @@ def parse_args(argv=None):
     args.train_flags = train_flags + ["--threads", str(args.threads)]
     train.parse_args(args.train_flags)  # a bad train.py flag fails now, in one line
     return args
-
-
-def seed_list_type(text):
-    try:
-        return seed_list(text)
-    except ValueError as error:
-        import argparse
-
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def seed_flags(args, seed):
