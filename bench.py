@@ -21,8 +21,8 @@ Both pipelines run train.py's own train_epoch and the project's evaluate().
 Printed and written as JSON: the median over repeats of images/s, an epoch's
 seconds (the steps' time scaled to a full epoch, plus the test pass), the ratio
 to the floor and the speed-up over torchvision. --profile adds torch.profiler's
-top operators of each candidate's training steps. Runs on whatever device
-train.py would pick.
+top operators of one more run of each candidate (its steps and its test pass).
+Runs on whatever device train.py would pick.
 """
 
 import math
@@ -160,7 +160,7 @@ def make_optimizer(name, model, steps):
 
 def time_candidate(name, setup, profile=False):
     """(train seconds, test seconds) of one fresh, identically initialized run of NAME;
-    with PROFILE, torch.profiler's table of its training steps' operators instead."""
+    with PROFILE, torch.profiler's averages of that run's operators instead."""
     torch.manual_seed(0)
     model = Net(setup.dropout).to(setup.device)
     optimizer, scheduler = make_optimizer(name, model, setup.steps)
