@@ -147,15 +147,10 @@ OPTIMIZER_KERNEL = {"floor-foreach": {"foreach": True}, "floor-fused": {"fused":
 
 
 def make_optimizer(name, model, steps):
-    """The reference recipe's optimizer; the floor-foreach/-fused candidates choose its kernel."""
+    """The reference recipe's optimizer and schedule over STEPS; the floor-foreach/-fused
+    candidates choose SGD's kernel."""
     recipe = SimpleNamespace(**{**train.REFERENCE_RECIPE, "epochs": 1})
-    optimizer, _ = train.make_optimizer(model, recipe, steps)
-    if name in OPTIMIZER_KERNEL:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=recipe.max_momentum,
-                                    weight_decay=recipe.weight_decay, nesterov=True, **OPTIMIZER_KERNEL[name])
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.max_lr, total_steps=steps, pct_start=recipe.pct_start,
-        div_factor=recipe.div_factor, final_div_factor=recipe.final_div_factor)
+    return train.make_optimizer(model, recipe, steps, **OPTIMIZER_KERNEL.get(name, {}))
 
 
 def time_candidate(name, setup, profile=False):

@@ -11,7 +11,7 @@ class Evaluation:
     loss: float  # mean negative log-likelihood
     correct: int
     count: int
-    wrong_images: list = field(default_factory=list)  # up to KEEP_WRONG normalized images, on the CPU
+    wrong_images: list = field(default_factory=list)  # up to keep_wrong normalized images, on the CPU
     wrong_targets: list = field(default_factory=list)
     wrong_predictions: list = field(default_factory=list)
 
@@ -23,7 +23,8 @@ class Evaluation:
 @torch.inference_mode()
 def evaluate(model, loader, keep_wrong=25):
     """MODEL (any callable from normalized images to log-probabilities) over LOADER, in
-    eval mode. Sums stay on the device until the end: one host sync per pass."""
+    eval mode. Sums stay on the device until the end; the only other host syncs pick out
+    wrong digits, and stop once KEEP_WRONG are kept."""
     if isinstance(model, torch.nn.Module):
         model.eval()
     total_loss, correct, count = 0.0, 0, 0

@@ -131,11 +131,12 @@ def parse_args(argv=None):
     return args
 
 
-def make_optimizer(model, recipe, steps_per_epoch):
-    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys."""
+def make_optimizer(model, recipe, steps_per_epoch, **kernel):
+    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys; KERNEL picks
+    SGD's implementation (foreach=True or fused=True, as bench.py compares)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.max_lr / recipe.div_factor,
                                 momentum=recipe.max_momentum, weight_decay=recipe.weight_decay,
-                                nesterov=recipe.nesterov)
+                                nesterov=recipe.nesterov, **kernel)
     scheduler = OneCycleLR(
         optimizer, max_lr=recipe.max_lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=recipe.pct_start, div_factor=recipe.div_factor,
