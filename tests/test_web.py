@@ -1,0 +1,226 @@
+"""The page in web/, in a real Chromium (Playwright, Debian's /usr/bin/chromium): it loads
+cleanly from its own origin, reads digits drawn with the mouse, and agrees with predict.py.
+
+Skipped with the reason where Chromium, Playwright or web/node_modules is missing; under
+CI (CI=true) that is a failure instead. WEB_SCREENSHOT=path keeps the screenshot taken
+after drawing (web/screenshot.png is one)."""
+
+import base64
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, synthetic_digits
+
+WEB = ROOT / "web"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PARITY_IMAGES = 200
+
+
+def missing(reason):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (required under CI)")
+    pytest.skip(reason)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """web/ on a local port, as `python -m http.server -d web` serves it; yields its origin."""
+    if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
+        missing("web/node_modules is missing: run npm ci --prefix web")
+    handler = functools.partial(QuietHandler, directory=str(WEB))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed (pip install -r requirements.txt)")
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        missing(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A fresh tab on the page, recording console errors and every requested URL."""
+
+    def __init__(self, browser, origin):
+        self.page = browser.new_page(viewport={"width": 1100, "height": 620})
+        self.errors, self.requests = [], []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.goto(origin + "/")
+        self.page.evaluate("window.ready")
+
+    def draw(self, *strokes, steps=12):
+        """Each stroke: a list of (x, y) in pad pixels (the pad is 280 x 280)."""
+        box = self.page.locator("#pad").bounding_box()
+        mouse = self.page.mouse
+        for stroke in strokes:
+            mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
+            mouse.down()
+            for x, y in stroke[1:]:
+                mouse.move(box["x"] + x, box["y"] + y, steps=steps)
+            mouse.up()
+        return self.shown_digit()
+
+    def shown_digit(self):
+        """The digit on show once every inference has finished."""
+        self.page.wait_for_function("document.querySelector('#digit').textContent !== '–'")
+        self.page.evaluate("window.classify(document.querySelector('#pad'))")  # waits its turn
+        return self.page.locator("#digit").text_content()
+
+    def clear(self):
+        self.page.click("#clear")
+
+
+@pytest.fixture
+def page(browser, server):
+    tab = Page(browser, server)
+    yield tab
+    tab.page.close()
+
+
+def ellipse(cx, cy, rx, ry, points=40):
+    angles = np.linspace(0, 2 * np.pi, points + 1)
+    return [(cx + rx * np.sin(a), cy - ry * np.cos(a)) for a in angles]
+
+
+# Digits drawn as a person would, off-centre and at different sizes: (x, y) on the pad.
+DRAWINGS = [
+    ("1", "tall, centred", [[(140, 40), (138, 240)]]),
+    ("1", "small, top left", [[(50, 20), (48, 90)]]),
+    ("1", "slanted, bottom right", [[(230, 150), (205, 265)]]),
+    ("0", "large", [ellipse(140, 140, 70, 110)]),
+    ("0", "small, top right", [ellipse(225, 55, 25, 38)]),
+    ("7", "centred", [[(80, 50), (200, 50), (120, 250)]]),
+    ("7", "small, bottom left", [[(20, 170), (90, 170), (50, 270)]]),
+]
+
+
+def test_loads_with_no_console_error_and_no_request_off_its_origin(page, server):
+    timings = page.page.evaluate("window.timings")
+    page.draw(*DRAWINGS[0][2])
+    assert page.errors == []
+    assert page.requests and all(url.startswith(server + "/") for url in page.requests), page.requests
+    assert "model.onnx" in {urlsplit(url).path.rsplit("/", 1)[-1] for url in page.requests}
+    print(f"\nmodel ready {timings['modelReady']:.0f} ms after navigation start")
+
+
+@pytest.mark.parametrize(("expected", "how", "strokes"), DRAWINGS, ids=[f"{d[0]} {d[1]}" for d in DRAWINGS])
+def test_mouse_drawn_digits_are_read(page, expected, how, strokes):
+    assert page.draw(*strokes) == expected
+    page.clear()
+    assert page.page.locator("#digit").text_content() == "–"
+
+
+def test_screenshot_after_drawing_shows_the_digit_its_probabilities_and_time(page, tmp_path):
+    assert page.draw(*DRAWINGS[5][2]) == "7"
+    path = Path(os.environ.get("WEB_SCREENSHOT", tmp_path / "screenshot.png"))
+    page.page.screenshot(path=path)
+    assert Image.open(path).size == (1100, 620)
+    top_bar = page.page.locator("#bars li.top span").first.text_content()
+    assert top_bar == "7"
+    assert page.page.locator("#time").text_content().startswith("inference ")
+
+
+def test_blank_pad_and_a_chosen_file(page, tmp_path):
+    assert page.page.evaluate("window.classify(document.querySelector('#pad')).catch(e => e.message)") \
+        == "no ink found (blank image)"
+    digit = np.full((90, 60), 255, np.uint8)
+    digit[10:80, 28:34] = 0  # a dark "1" on white
+    Image.fromarray(digit).save(tmp_path / "one.png")
+    page.page.set_input_files("#file", tmp_path / "one.png")
+    assert page.page.wait_for_function("document.querySelector('#digit').textContent").json_value() == "1"
+
+
+def test_classify_accepts_image_data_and_canvas_alike(page):
+    page.draw(*DRAWINGS[3][2])
+    same = page.page.evaluate("""async () => {
+        const pad = document.querySelector('#pad');
+        const data = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height);
+        const [a, b] = [await window.classify(pad), await window.classify(data)];
+        return a.digit === b.digit && a.probabilities.every((p, i) => p === b.probabilities[i]);
+    }""")
+    assert same
+
+
+def parity_digits():
+    """PARITY_IMAGES digits, dark on white, at different sizes and places: MNIST's test
+    digits where MNIST is here, else synthetic ones (the same shapes the IDX tests use)."""
+    try:
+        from data import read_split
+        pixels, _ = read_split(ROOT / "data", train=False)
+        digits = (pixels[:PARITY_IMAGES].numpy() * 255).round().astype(np.uint8)
+        source = "MNIST test digits"
+    except Exception:
+        digits, _ = synthetic_digits(PARITY_IMAGES, seed=3)
+        source = "synthetic digits"
+    rng = np.random.default_rng(0)
+    images = []
+    for digit in digits:
+        scale = int(rng.integers(1, 5))
+        big = np.kron(255 - digit, np.ones((scale, scale), np.uint8))
+        paper = np.full((big.shape[0] + int(rng.integers(0, 60)), big.shape[1] + int(rng.integers(0, 60))),
+                        255, np.uint8)
+        top, left = (int(rng.integers(0, paper.shape[i] - big.shape[i] + 1)) for i in (0, 1))
+        paper[top:top + big.shape[0], left:left + big.shape[1]] = big
+        images.append(paper)
+    return images, source
+
+
+def test_page_agrees_with_predict_py(page, tmp_path):
+    images, source = parity_digits()
+    paths, urls = [], []
+    for i, image in enumerate(images):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(buffer.getvalue())
+        urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    command = [sys.executable, str(ROOT / "predict.py"), "--json", "--top-k", "10", *map(str, paths)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    expected = []
+    for row in json.loads(result.stdout):
+        probabilities = [0.0] * 10
+        for top in row["top_k"]:
+            probabilities[top["digit"]] = top["probability"]
+        expected.append(probabilities)
+    got = page.page.evaluate("""async (urls) => {
+        const out = [];
+        for (const url of urls) out.push((await window.classify(url)).probabilities);
+        return out;
+    }""", urls)
+    expected, got = np.array(expected), np.array(got)
+    agreement = (expected.argmax(1) == got.argmax(1)).mean()
+    max_diff = np.abs(expected - got).max()
+    print(f"\n{len(images)} {source}: same prediction for {100 * agreement:.1f}%, "
+          f"max probability difference {max_diff:.2e}")
+    assert agreement >= 0.99
+    assert max_diff <= 0.02
