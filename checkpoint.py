@@ -1,6 +1,9 @@
 """Weights files and per-epoch training checkpoints, loaded safely and written atomically.
 
-weights.pt is a plain state_dict of CPU tensors: it loads anywhere, into Net.
+weights.pt holds the network's architecture name ("reference" or "tiny", see
+model.ARCHITECTURES) and its state_dict of CPU tensors: it loads anywhere, into
+the right class. A bare state_dict (the format before there were two networks)
+loads as the reference network.
 checkpoint.pt is a TrainingState: everything the next epoch needs. It holds the
 model, optimizer, scheduler and (with --ema) averaged-model states, the epoch,
 the history so far, the settings that decide the result, and every random
@@ -19,12 +22,12 @@ from pathlib import Path
 import torch
 
 from files import atomic_write
-from model import Net
+from model import ARCHITECTURES
 
 COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the reference run's, in git
-FORMAT = "mnist-7544/train-checkpoint/2"
+FORMAT = "mnist-7544/train-checkpoint/3"
 # Settings whose change would make the resumed run a different run.
-RESULT_KEYS = ("epochs", "loader", "batch_size", "dropout", "rotation", "translate", "scale",
+RESULT_KEYS = ("model", "epochs", "loader", "batch_size", "dropout", "rotation", "translate", "scale",
                "interpolation", "ema", "holdout", "seed", "threads", "weight_decay", "nesterov",
                "max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
                "base_momentum", "max_momentum", "parameters")
@@ -52,24 +55,40 @@ def safe_load(path, device="cpu"):
         raise CheckpointError(f"{path}: empty, truncated or corrupted; not a PyTorch file") from None
 
 
-def load_model(path, device="cpu"):
-    """Net in eval mode with the weights in PATH (a state_dict, as train.py writes it)."""
-    state = safe_load(path, device)
-    model = Net().to(device)
+def read_weights(path, device="cpu"):
+    """(architecture name, state_dict) from a weights file that train.py wrote."""
+    weights = safe_load(path, device)
+    if isinstance(weights, dict) and "architecture" in weights and "state_dict" in weights:
+        return weights["architecture"], weights["state_dict"]
+    return "reference", weights  # a bare state_dict, as train.py wrote before TinyNet
+
+
+def load_model(path, device="cpu", architecture=None):
+    """The network named in the weights file at PATH, in eval mode, with its weights.
+    With ARCHITECTURE, a file holding another network's weights is refused."""
+    name, state = read_weights(path, device)
+    if name not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: weights of an unknown network {name!r} "
+                              f"(known: {', '.join(ARCHITECTURES)})")
+    if architecture is not None and name != architecture:
+        raise CheckpointError(f"{path}: holds the {name} network's weights, not the {architecture} network's")
+    model = ARCHITECTURES[name]().to(device)
     try:
         model.load_state_dict(state)
-    except Exception as error:  # a dict of other tensors, or not a dict at all
+    except Exception as error:  # another network's tensors, or not a dict at all
         reason = " ".join(str(error).split())[:160]
-        raise CheckpointError(f"{path}: not weights for this model ({reason})") from None
+        raise CheckpointError(f"{path}: not weights for the {name} network ({reason})") from None
     return model.eval()
 
 
 def save_weights(path, model):
-    """MODEL's state_dict as CPU tensors, so that a CUDA run's file loads anywhere."""
+    """MODEL's architecture name and state_dict as CPU tensors, so that a CUDA run's file
+    loads anywhere."""
     weights = model.state_dict()  # an OrderedDict with metadata, as torch.save expects
     for key in weights:
         weights[key] = weights[key].cpu()
-    atomic_write(path, lambda f: torch.save(weights, f))
+    file = {"architecture": model.architecture, "state_dict": weights}
+    atomic_write(path, lambda f: torch.save(file, f))
 
 
 def device_rng_state(device):

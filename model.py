@@ -1,10 +1,12 @@
-"""The reference 7,544-parameter MNIST network, and the dropout it trains with.
+"""The reference 7,544-parameter MNIST network, a 2,962-parameter one, and the dropout they train with.
 
 Eight convolutions, no bias (BatchNorm follows each one that matters), a 1x1
 "transition" convolution before the only max-pool, global average pooling and a
 1x1 convolution as the classifier: no Linear layer. `python train.py` prints
 its torchsummary table, which matches the reference table row for row.
-This module imports only torch: using the network needs no training code.
+TinyNet (`--model tiny`) keeps the same parts, fewer channels and one more
+convolution. ARCHITECTURES maps the name saved with the weights to the class.
+This module imports only torch: using a network needs no training code.
 """
 
 import torch
@@ -58,6 +60,8 @@ def conv_block(in_channels, out_channels, dropout, padding=0):
 
 
 class Net(nn.Module):
+    architecture = "reference"
+
     def __init__(self, dropout=DEFAULT_DROPOUT):
         super().__init__()
         # Input block and first convolution block: 28 -> 26 -> 24, receptive field 5.
@@ -84,5 +88,112 @@ class Net(nn.Module):
         return F.log_softmax(x.flatten(1), dim=1)
 
 
+class TinyNet(nn.Module):
+    """2,962 parameters: six 3x3 convolutions of 6-8 channels and two max-pools.
+
+    Width costs parameters quadratically and depth linearly, so this trades the
+    reference's 16-channel layers for one more 8-channel one; the second max-pool
+    lets the last convolutions see the whole digit (receptive field 32).
+    """
+    architecture = "tiny"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        # 28 -> 26 -> 24, then max-pool: 12. Receptive field 6.
+        self.block1 = nn.Sequential(conv_block(1, 6, dropout), conv_block(6, 8, dropout),
+                                    nn.MaxPool2d(2, 2))
+        # 12 -> 10 -> 8, then max-pool: 4. Receptive field 16.
+        self.block2 = nn.Sequential(conv_block(8, 8, dropout), conv_block(8, 8, dropout),
+                                    nn.MaxPool2d(2, 2))
+        # Two padded convolutions at 4x4: receptive field 32.
+        self.block3 = nn.Sequential(conv_block(8, 8, dropout, padding=1),
+                                    conv_block(8, 8, dropout, padding=1))
+        self.gap = nn.AvgPool2d(kernel_size=4)
+        self.classifier = nn.Conv2d(8, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(x)))
+        x = self.classifier(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
+
+
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def separable_block(channels, out_channels, dropout, padding=0):
+    """Depthwise 3x3 (one filter a channel) then a 1x1 mixing channels -> ReLU -> BatchNorm -> Dropout."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, kernel_size=3, padding=padding, groups=channels, bias=False),
+        nn.Conv2d(channels, out_channels, kernel_size=1, bias=False),
+        nn.ReLU(), nn.BatchNorm2d(out_channels), Dropout(dropout, inplace=True),
+    )
+
+
+class TinySeparable(nn.Module):
+    architecture = "tiny2"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_block(1, 8, dropout), conv_block(8, 12, dropout), nn.MaxPool2d(2, 2))
+        self.block2 = nn.Sequential(separable_block(12, 16, dropout), separable_block(16, 16, dropout),
+                                    nn.MaxPool2d(2, 2))
+        self.block3 = nn.Sequential(separable_block(16, 16, dropout, padding=1),
+                                    separable_block(16, 16, dropout, padding=1))
+        self.gap = nn.AvgPool2d(kernel_size=4)
+        self.classifier = nn.Conv2d(16, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(x)))
+        x = self.classifier(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+ARCHITECTURES["tiny2"] = TinySeparable
+
+
+class TinySeparableWide(nn.Module):
+    architecture = "tiny3"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_block(1, 8, dropout), separable_block(8, 16, dropout), nn.MaxPool2d(2, 2))
+        self.block2 = nn.Sequential(separable_block(16, 16, dropout), separable_block(16, 16, dropout),
+                                    nn.MaxPool2d(2, 2))
+        self.block3 = nn.Sequential(separable_block(16, 20, dropout, padding=1),
+                                    separable_block(20, 20, dropout, padding=1))
+        self.gap = nn.AvgPool2d(kernel_size=4)
+        self.classifier = nn.Conv2d(20, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(x)))
+        x = self.classifier(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+ARCHITECTURES["tiny3"] = TinySeparableWide
+
+
+class TinyDeep(nn.Module):
+    architecture = "tiny4"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_block(1, 4, dropout, padding=1), conv_block(4, 4, dropout, padding=1),
+                                    nn.MaxPool2d(2, 2))
+        self.block2 = nn.Sequential(conv_block(4, 8, dropout, padding=1), conv_block(8, 8, dropout, padding=1),
+                                    conv_block(8, 8, dropout, padding=1), nn.MaxPool2d(2, 2))
+        self.block3 = nn.Sequential(conv_block(8, 8, dropout, padding=1), conv_block(8, 8, dropout, padding=1))
+        self.gap = nn.AvgPool2d(kernel_size=7)
+        self.classifier = nn.Conv2d(8, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.block3(self.block2(self.block1(x)))
+        x = self.classifier(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+ARCHITECTURES["tiny4"] = TinyDeep

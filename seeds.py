@@ -5,8 +5,9 @@
     python seeds.py --seeds 1-5 --batch-size 128 --out-dir runs/seeds-bs128
 
 Each seed is an ordinary `python train.py --seed N --threads T --out-dir OUT/seedN
-[train.py flags]` run, with its own train.log, history.json and checkpoint.pt;
-every flag that seeds.py does not know goes to train.py. Run again, a seed
+[train.py flags]` run, with its own train.log, history.json and checkpoint.pt,
+and wall.json: the whole process's wall time, start to exit, kept only for a run
+that was not resumed (the fast recipe's time is measured this way). Every flag that seeds.py does not know goes to train.py. Run again, a seed
 already finished with the same settings is skipped and an interrupted one
 resumes from its checkpoint. Ctrl-C stops every job after its current batch and
 says how to continue. A failing seed is reported, the others go on, and the
@@ -86,6 +87,12 @@ def read_history(folder):
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def read_wall_seconds(folder):
+    """The whole train.py process's wall time, start to exit, where seeds.py ran it in one go."""
+    path = Path(folder) / "wall.json"
+    return round(json.loads(path.read_text())["seconds"], 1) if path.exists() else None
+
+
 class Jobs:
     """Up to N train.py processes at once; SIGINT/SIGTERM stop them all after their batch."""
 
@@ -118,7 +125,7 @@ class Jobs:
 
 def run_seeds(args):
     """Train every seed not yet finished; returns the seeds that failed."""
-    queue, failed = [], []
+    queue, failed, resumed = [], [], set()
     for seed in args.seeds:
         folder = Path(args.out_dir) / f"seed{seed}"
         history = read_history(folder)
@@ -138,8 +145,12 @@ def run_seeds(args):
         with tqdm(total=len(queue), desc="seeds", unit="run") as bar:
             while (queue and not jobs.stopping) or jobs.running:
                 while queue and not jobs.stopping and len(jobs.running) < jobs.limit:
-                    start_seed(jobs, args, queue.pop(0))
+                    if start_seed(jobs, args, queue[0]):
+                        resumed.add(queue[0])
+                    queue.pop(0)
                 seed, code, seconds = jobs.finished()
+                if code == 0 and seed not in resumed:  # a whole run: its wall time means something
+                    atomic_write_json(Path(args.out_dir) / f"seed{seed}" / "wall.json", {"seconds": seconds})
                 bar.update(1)
                 bar.write(seed_report(args, seed, code, seconds))
                 if code != 0 and not jobs.stopping:
@@ -155,12 +166,16 @@ def run_seeds(args):
 
 
 def start_seed(jobs, args, seed):
+    """Start SEED's run, from its checkpoint if it has one; True if it resumes."""
     folder = Path(args.out_dir) / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     flags = seed_flags(args, seed)
-    if (folder / "checkpoint.pt").exists():
+    resumes = (folder / "checkpoint.pt").exists()
+    if resumes:
         flags += ["--resume", str(folder / "checkpoint.pt")]
+    (folder / "wall.json").unlink(missing_ok=True)
     jobs.start(seed, flags, folder / "train.log")
+    return resumes
 
 
 def seed_report(args, seed, code, seconds):
@@ -185,23 +200,28 @@ def summarize(args):
     runs = [{"seed": seed, f"final_{split}_acc": h[f"final_{split}_acc"],
              f"best_{split}_acc": h[f"best_{split}_acc"], "best_epoch": h[f"best_{split}_acc_epoch"],
              f"best_{split}_loss": h[f"best_{split}_loss"],
-             "seconds": round(sum(row["seconds"] for row in h["epochs"]), 1)}
+             "seconds": round(sum(row["seconds"] for row in h["epochs"]), 1),
+             "wall_seconds": read_wall_seconds(Path(args.out_dir) / f"seed{seed}")}
             for seed, h in histories.items()]
+    walls = [run["wall_seconds"] for run in runs if run["wall_seconds"] is not None]
     finals = [run[f"final_{split}_acc"] for run in runs]
     shared = {k: v for k, v in first["config"].items() if k not in ("seed", "out_dir", "resume")}
     return {"config": shared, "train_flags": args.train_flags, "split": split, "runs": runs,
             "summary": {"n": len(finals), "mean": statistics.mean(finals),
                         "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                         "min": min(finals), "max": max(finals),
-                        "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals)}}
+                        "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals),
+                        "median_wall_seconds": statistics.median(walls) if walls else None}}
 
 
 def print_table(result):
     split = result["split"]
-    print(f"\n{'seed':>4} {'final %':>8} {'best %':>8} {'epoch':>6} {'best loss':>10} {'seconds':>8}")
+    print(f"\n{'seed':>4} {'final %':>8} {'best %':>8} {'epoch':>6} {'best loss':>10} {'seconds':>8} "
+          f"{'wall s':>7}")
     for run in result["runs"]:
+        wall = "" if run["wall_seconds"] is None else f"{run['wall_seconds']:.0f}"
         print(f"{run['seed']:>4} {run[f'final_{split}_acc']:8.2f} {run[f'best_{split}_acc']:8.2f} "
-              f"{run['best_epoch']:>6} {run[f'best_{split}_loss']:10.4f} {run['seconds']:8.0f}")
+              f"{run['best_epoch']:>6} {run[f'best_{split}_loss']:10.4f} {run['seconds']:8.0f} {wall:>7}")
     s = result["summary"]
     print(f"{split} accuracy over {s['n']} seeds: mean {s['mean']:.3f} +/- {s['sd']:.3f} (sd), "
           f"min {s['min']:.2f}, max {s['max']:.2f}; {s['at_least_99_40']} of {s['n']} reach 99.40%")

@@ -12,11 +12,11 @@ import torch
 
 import data
 import train
-from checkpoint import CheckpointError, TrainingState, load_checkpoint, save_weights
+from checkpoint import CheckpointError, TrainingState, load_checkpoint, load_model, save_weights
 from conftest import ROOT, synthetic_idx_files
 from files import atomic_write
 from loaders import InMemoryLoader
-from model import Net
+from model import ARCHITECTURES, Net, TinyNet
 
 FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--epochs", "3"]
 
@@ -42,7 +42,7 @@ def without_seconds(history):
 
 
 def same_weights(a, b):
-    a, b = (torch.load(path, weights_only=True) for path in (a, b))
+    a, b = (torch.load(path, weights_only=True)["state_dict"] for path in (a, b))
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -127,12 +127,43 @@ def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_weights_are_saved_as_cpu_tensors(tmp_path):
-    model = Net()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_weights_are_saved_with_the_architecture_as_cpu_tensors_and_load_into_it(tmp_path, architecture):
+    model = ARCHITECTURES[architecture]()
     save_weights(tmp_path / "weights.pt", model)
     saved = torch.load(tmp_path / "weights.pt", weights_only=True)
-    assert type(saved) is type(model.state_dict()) and list(saved) == list(model.state_dict())
-    assert all(tensor.device.type == "cpu" for tensor in saved.values())
+    assert saved["architecture"] == architecture
+    weights = saved["state_dict"]
+    assert type(weights) is type(model.state_dict()) and list(weights) == list(model.state_dict())
+    assert all(tensor.device.type == "cpu" for tensor in weights.values())
+    loaded = load_model(tmp_path / "weights.pt")
+    assert type(loaded) is type(model) and not loaded.training
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_bare_state_dict_of_the_earlier_format_loads_as_the_reference_network(tmp_path):
+    torch.save(Net().state_dict(), tmp_path / "weights.pt")
+    assert type(load_model(tmp_path / "weights.pt")) is Net
+
+
+def one_line_error(path, **kwargs):
+    with pytest.raises(CheckpointError) as error:
+        load_model(path, **kwargs)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+def test_one_networks_weights_are_refused_by_the_other_in_one_line(tmp_path):
+    save_weights(tmp_path / "tiny.pt", TinyNet())
+    assert "holds the tiny network's weights, not the reference network's" in \
+        one_line_error(tmp_path / "tiny.pt", architecture="reference")
+    torch.save(TinyNet().state_dict(), tmp_path / "bare-tiny.pt")  # read as the reference net's
+    assert "not weights for the reference network" in one_line_error(tmp_path / "bare-tiny.pt")
+    torch.save({"architecture": "tiny", "state_dict": Net().state_dict()}, tmp_path / "mislabelled.pt")
+    assert "not weights for the tiny network" in one_line_error(tmp_path / "mislabelled.pt")
+    torch.save({"architecture": "huge", "state_dict": Net().state_dict()}, tmp_path / "unknown.pt")
+    assert "unknown network 'huge'" in one_line_error(tmp_path / "unknown.pt")
 
 
 def a_checkpoint(path, epoch):

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 import export
-from model import Net
+from checkpoint import COMMITTED_WEIGHTS, load_model, save_weights
+from conftest import ROOT
+from model import ARCHITECTURES, Net
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +36,11 @@ def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
     assert [d.dim_value for d in image.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
 
 
-def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys,
+                                                   architecture):
     checkpoint = tmp_path / "weights.pt"
-    torch.save(Net().state_dict(), checkpoint)
+    save_weights(checkpoint, ARCHITECTURES[architecture]())
     export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
                  "--data-dir", str(synthetic_mnist)])
     printed = capsys.readouterr().out
@@ -52,3 +56,17 @@ def test_export_refuses_a_model_that_does_not_match(synthetic_mnist, tmp_path, n
         export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
                      "--data-dir", str(synthetic_mnist)])
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_pages_model_onnx_is_the_committed_weights():
+    """web/model.onnx is export.py's output for weights.pt; after a new weights.pt, run
+    python export.py --output web/model.onnx."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(ROOT / "web" / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    images = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    got = session.run(["log_probs"], {"image": images.numpy()})[0]
+    with torch.inference_mode():
+        expected = load_model(COMMITTED_WEIGHTS)(images)
+    assert (expected - torch.from_numpy(got)).abs().max() < export.MAX_ABS_DIFF

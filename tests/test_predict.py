@@ -9,9 +9,9 @@ from PIL import Image, ImageDraw
 
 import data
 import predict
-from checkpoint import CheckpointError, load_model
+from checkpoint import CheckpointError, load_model, save_weights
 from conftest import ROOT
-from model import Net
+from model import ARCHITECTURES, Net, TinyNet
 
 
 def ring(size, box, ink=255, paper=0, mode="L"):
@@ -125,6 +125,28 @@ def test_json_output_and_show_input(tmp_path, capsys, checkpoint):
     assert result["digit"] == result["top_k"][0]["digit"]
     seen = Image.open(tmp_path / "seen.png")
     assert seen.size == (28, 28) and seen.mode == "L"
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_either_networks_weights_are_read(tmp_path, capsys, architecture):
+    torch.manual_seed(0)
+    save_weights(tmp_path / "weights.pt", ARCHITECTURES[architecture]())
+    ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
+    argv = [str(tmp_path / "zero.png"), "--checkpoint", str(tmp_path / "weights.pt"), "--json"]
+    assert predict.main(argv) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert 0 <= result["digit"] <= 9
+
+
+def test_command_line_refuses_another_networks_bare_weights_in_one_line(tmp_path):
+    torch.save(TinyNet().state_dict(), tmp_path / "tiny.pt")  # no name saved: read as the reference net's
+    ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
+    weights = tmp_path / "tiny.pt"
+    argv = [sys.executable, "predict.py", str(tmp_path / "zero.png"), "--checkpoint", str(weights)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"predict.py: error: {weights}: not weights for the reference network")
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])

@@ -40,6 +40,9 @@ def test_two_seeds_give_a_summary_that_matches_their_runs(seeds_main, tmp_path, 
     assert summary["sd"] == pytest.approx(statistics.stdev(finals))
     assert (summary["min"], summary["max"]) == (min(finals), max(finals))
     assert summary["at_least_99_40"] == sum(f >= 99.4 for f in finals)
+    walls = [run["wall_seconds"] for run in result["runs"]]  # whole processes: more than their epochs
+    assert all(wall > run["seconds"] for wall, run in zip(walls, result["runs"]))
+    assert summary["median_wall_seconds"] == pytest.approx(statistics.median(walls))
     assert result["config"]["epochs"] == 1 and "seed" not in result["config"]
     assert (tmp_path / "out" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
@@ -73,8 +76,11 @@ def test_an_interrupted_seed_resumes_from_its_checkpoint(seeds_main, synthetic_m
 
     assert seeds_main("--seeds", "1", "--jobs", "1", epochs=2) == 0
     assert "Resuming after epoch 1 of 2" in (seed_dir / "train.log").read_text()
-    resumed, whole = (torch.load(d / "weights.pt", weights_only=True) for d in (seed_dir, tmp_path / "whole"))
+    resumed, whole = (torch.load(d / "weights.pt", weights_only=True)["state_dict"]
+                      for d in (seed_dir, tmp_path / "whole"))
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    (run,) = json.loads((tmp_path / "out" / "seeds.json").read_text())["runs"]
+    assert run["wall_seconds"] is None  # a resumed run's time is not a run's time
 
 
 def test_a_failing_seed_is_reported_and_the_others_finish(seeds_main, tmp_path, capsys):

@@ -55,8 +55,9 @@ def test_one_epoch_run_writes_curves_history_and_weights(synthetic_mnist, tmp_pa
     assert set(row) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
     assert history["config"]["batch_size"] == 32 and history["final_test_acc"] == row["test_acc"]
     assert history["config"]["threads"] == torch.get_num_threads()
-    model = Net()
-    model.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    saved = torch.load(out / "weights.pt", weights_only=True)
+    assert saved["architecture"] == "reference"
+    Net().load_state_dict(saved["state_dict"])
     assert list(out.glob(".*.tmp")) == []
 
 
@@ -95,7 +96,7 @@ def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acqu
     weights = []
     for run_dir, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         run_main(synthetic_mnist, tmp_path / run_dir, "--epochs", "1", "--seed", seed, "--loader", loader)
-        weights.append(torch.load(tmp_path / run_dir / "weights.pt", weights_only=True))
+        weights.append(torch.load(tmp_path / run_dir / "weights.pt", weights_only=True)["state_dict"])
     same, other = weights[1], weights[2]
     assert all(torch.equal(weights[0][k], same[k]) for k in same)
     assert not all(torch.equal(weights[0][k], other[k]) for k in other)
@@ -148,3 +149,32 @@ def test_using_a_model_imports_no_training_code_and_no_plotting(script):
     loaded = set(eval(done.stdout))
     assert script in loaded and "checkpoint" in loaded
     assert not loaded & {"train", "matplotlib", "utils", "torchsummary", "torchvision", "bench"}
+
+
+def test_recipe_fast_and_model_tiny_change_defaults_and_explicit_flags_still_win():
+    fast = train.parse_args(["--recipe", "fast"])
+    assert {key: getattr(fast, key) for key in train.RECIPES["fast"]} == train.RECIPES["fast"]
+    assert fast.model == "reference" and fast.rotation == 7.0  # what fast does not set stays
+    assert train.parse_args(["--recipe", "fast", "--epochs", "9"]).epochs == 9
+    assert train.parse_args(["--epochs", "9", "--recipe=fast"]).epochs == 9  # order does not matter
+    tiny = train.parse_args(["--model", "tiny"])
+    assert {key: getattr(tiny, key) for key in train.MODEL_RECIPES["tiny"]} == train.MODEL_RECIPES["tiny"]
+    both = train.parse_args(["--model", "tiny", "--recipe", "fast"])  # the recipe wins where both set
+    assert both.model == "tiny"
+    assert {key: getattr(both, key) for key in train.RECIPES["fast"]} == train.RECIPES["fast"]
+    default = train.parse_args([])
+    assert (default.model, default.recipe, default.epochs) == ("reference", "default", 15)
+
+
+def test_tiny_run_saves_its_architecture_and_resume_refuses_another_network(
+        synthetic_mnist, tmp_path, no_acquisition, capsys):
+    run_main(synthetic_mnist, tmp_path, "--epochs", "1", "--model", "tiny")
+    saved = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert saved["architecture"] == "tiny"
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["config"]["model"] == "tiny" and history["config"]["parameters"] == 2962
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(synthetic_mnist, tmp_path / "b", "--epochs", "1",
+                 "--resume", str(tmp_path / "checkpoint.pt"))
+    message = str(exit_info.value.code)
+    assert "model 'tiny' (now 'reference')" in message and "\n" not in message
