@@ -7,9 +7,10 @@
 Each seed is an ordinary `python train.py --seed N --threads T --out-dir OUT/seedN
 [train.py flags]` run, with its own train.log, history.json and checkpoint.pt,
 and wall.json: the whole process's wall time, start to exit, kept only for a run
-that was not resumed (the fast recipe's time is measured this way). Every flag that seeds.py does not know goes to train.py. Run again, a seed
-already finished with the same settings is skipped and an interrupted one
-resumes from its checkpoint. Ctrl-C stops every job after its current batch and
+that was not resumed (the fast recipe's time is measured this way). Every flag
+that seeds.py does not know goes to train.py. Run again, a seed already finished
+with the same settings is skipped and an interrupted one resumes from its
+checkpoint. Ctrl-C stops every job after its current batch and
 says how to continue. A failing seed is reported, the others go on, and the
 exit code is 1. Writes OUT/seeds.json and OUT/seeds.png and prints the table.
 """
