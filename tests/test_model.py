@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import ROOT
-from model import Dropout, Net, count_parameters
+from model import ARCHITECTURES, Dropout, Net, TinyNet, count_parameters
 from train import print_summary
 
 # The reference torchsummary table: (layer type, output shape, params), row by row.
@@ -28,6 +28,22 @@ SEED_TABLE = [
     ("Dropout", [16, 6, 6], 0),
     ("AvgPool2d", [16, 1, 1], 0), ("Conv2d", [10, 1, 1], 160),
 ]
+# TinyNet's table, as in the README.
+TINY_TABLE = [
+    ("Conv2d", [6, 26, 26], 54), ("ReLU", [6, 26, 26], 0), ("BatchNorm2d", [6, 26, 26], 12),
+    ("Dropout", [6, 26, 26], 0),
+    ("Conv2d", [8, 24, 24], 432), ("ReLU", [8, 24, 24], 0), ("BatchNorm2d", [8, 24, 24], 16),
+    ("Dropout", [8, 24, 24], 0), ("MaxPool2d", [8, 12, 12], 0),
+    ("Conv2d", [8, 10, 10], 576), ("ReLU", [8, 10, 10], 0), ("BatchNorm2d", [8, 10, 10], 16),
+    ("Dropout", [8, 10, 10], 0),
+    ("Conv2d", [8, 8, 8], 576), ("ReLU", [8, 8, 8], 0), ("BatchNorm2d", [8, 8, 8], 16),
+    ("Dropout", [8, 8, 8], 0), ("MaxPool2d", [8, 4, 4], 0),
+    ("Conv2d", [8, 4, 4], 576), ("ReLU", [8, 4, 4], 0), ("BatchNorm2d", [8, 4, 4], 16),
+    ("Dropout", [8, 4, 4], 0),
+    ("Conv2d", [8, 4, 4], 576), ("ReLU", [8, 4, 4], 0), ("BatchNorm2d", [8, 4, 4], 16),
+    ("Dropout", [8, 4, 4], 0),
+    ("AvgPool2d", [8, 1, 1], 0), ("Conv2d", [10, 1, 1], 80),
+]
 ROW = re.compile(r"^\s*(\w+)-(\d+)\s+\[-1, ([\d, ]+)\]\s+([\d,]+)$")
 
 
@@ -38,15 +54,37 @@ def test_parameter_count_is_the_references_and_under_8k():
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
 
 
-def test_summary_table_matches_the_reference_row_for_row(capsys):
-    print_summary(Net())
+def summary_rows(model, capsys):
+    print_summary(model)
     printed = capsys.readouterr().out
     rows = [ROW.match(line).groups() for line in printed.splitlines() if ROW.match(line)]
-    parsed = [(kind, [int(n) for n in shape.split(", ")], int(params.replace(",", "")))
-              for kind, _, shape, params in rows]
-    assert parsed == SEED_TABLE
-    assert [int(number) for _, number, _, _ in rows] == list(range(1, 29))
+    return printed, [(kind, [int(n) for n in shape.split(", ")], int(params.replace(",", "")))
+                     for kind, _, shape, params in rows]
+
+
+def test_summary_table_matches_the_reference_row_for_row(capsys):
+    printed, rows = summary_rows(Net(), capsys)
+    assert rows == SEED_TABLE
     assert "Total params: 7,544" in printed and "Non-trainable params: 0" in printed
+
+
+def test_tiny_net_has_at_most_3000_parameters_and_its_own_table(capsys):
+    model = TinyNet()
+    assert count_parameters(model) == 2962 <= 3000
+    printed, rows = summary_rows(model, capsys)
+    assert rows == TINY_TABLE
+    assert "Total params: 2,962" in printed and "Non-trainable params: 0" in printed
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_each_network_is_convolutions_batchnorm_gap_and_a_1x1_classifier(architecture):
+    model = ARCHITECTURES[architecture]()
+    kinds = {type(m) for m in model.modules()}
+    assert nn.Linear not in kinds and {nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d} <= kinds
+    # no conv has a bias: the BatchNorm after it has one (and the classifier needs none)
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert isinstance(model.classifier, nn.Conv2d) and model.classifier.kernel_size == (1, 1)
+    assert model.architecture == architecture
 
 
 def test_summary_leaves_the_model_and_rng_untouched():
@@ -59,8 +97,9 @@ def test_summary_leaves_the_model_and_rng_untouched():
     assert torch.equal(rng_before, torch.get_rng_state())
 
 
-def test_output_is_log_probabilities_of_shape_n_by_10():
-    model = Net().eval()
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_output_is_log_probabilities_of_shape_n_by_10(architecture):
+    model = ARCHITECTURES[architecture]().eval()
     out = model(torch.randn(7, 1, 28, 28))
     assert out.shape == (7, 10)
     assert torch.all(out <= 0)
@@ -122,10 +161,11 @@ def test_fast_dropout_gradient_is_the_mask_times_the_scale(inplace):
     assert torch.allclose(out, x.detach() * expected)
 
 
-def test_overfits_one_small_batch():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_overfits_one_small_batch(architecture):
     torch.manual_seed(0)
     images, labels = torch.randn(32, 1, 28, 28), torch.arange(32) % 10
-    model = Net(dropout=0.0)
+    model = ARCHITECTURES[architecture](dropout=0.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(150):
         optimizer.zero_grad()
