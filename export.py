@@ -67,7 +67,7 @@ def compare_with_pytorch(onnx_bytes, model, images, targets, batch_size=1000):
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
-                   help="weights.pt from train.py (default: the committed trained model)")
+                   help="weights.pt from train.py, of either network (default: the committed trained model)")
     p.add_argument("--output", default="model.onnx")
     p.add_argument("--data-dir", default="data", help="MNIST, for the parity check")
     p.add_argument("--batch-size", type=bounded(int, 1), default=1000)

@@ -132,7 +132,7 @@ def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
-                   help="weights.pt from train.py (default: the committed trained model)")
+                   help="weights.pt from train.py, of either network (default: the committed trained model)")
     p.add_argument("--top-k", type=bounded(int, 1, 10), default=1)
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
     p.add_argument("--show-input", metavar="PATH", help="write the 28x28 image the model saw")
