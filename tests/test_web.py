@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import data
 from conftest import ROOT, synthetic_digits
@@ -151,7 +151,7 @@ def test_screenshot_after_drawing_shows_the_digit_its_probabilities_and_time(pag
     assert page.page.locator("#time").text_content().startswith("inference ")
 
 
-def test_blank_pad_and_a_chosen_file(page, tmp_path):
+def test_blank_pad_then_a_chosen_file_then_a_dropped_one(page, tmp_path):
     assert page.page.evaluate("window.classify(document.querySelector('#pad')).catch(e => e.message)") \
         == "no ink found (blank image)"
     digit = np.full((90, 60), 255, np.uint8)
@@ -159,6 +159,18 @@ def test_blank_pad_and_a_chosen_file(page, tmp_path):
     Image.fromarray(digit).save(tmp_path / "one.png")
     page.page.set_input_files("#file", tmp_path / "one.png")
     assert page.page.wait_for_function("document.querySelector('#digit').textContent").json_value() == "1"
+    ring = Image.new("L", (80, 100), 255)
+    ImageDraw.Draw(ring).ellipse((15, 10, 65, 90), outline=0, width=8)  # a "0"
+    buffer = io.BytesIO()
+    ring.save(buffer, format="PNG")
+    page.page.evaluate("""async (base64) => {
+        const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+        const drop = new DataTransfer();
+        drop.items.add(new File([bytes], 'zero.png', { type: 'image/png' }));
+        const event = new DragEvent('drop', { dataTransfer: drop, bubbles: true });
+        document.querySelector('#pad').dispatchEvent(event);
+    }""", base64.b64encode(buffer.getvalue()).decode())
+    page.page.wait_for_function("document.querySelector('#digit').textContent === '0'")
 
 
 def test_classify_accepts_image_data_and_canvas_alike(page):
