@@ -59,7 +59,7 @@ REFERENCE_RECIPE = dict(epochs=15, weight_decay=1e-4, nesterov=True, max_lr=0.02
 # a larger batch and a higher peak learning rate. Both were chosen on --holdout 10000
 # validation (results/recipes.md).
 MODEL_RECIPES = {"reference": {}, "tiny": dict(dropout=0.0, max_lr=0.05, rotation=0.0)}
-RECIPES = {"default": {}, "fast": dict(epochs=6, batch_size=128, max_lr=0.1, dropout=0.0)}
+RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dropout=0.0, weight_decay=5e-4)}
 
 
 def as_flags(settings):
