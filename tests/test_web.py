@@ -79,11 +79,13 @@ class Page:
         self.page.goto(origin + "/")
         self.page.evaluate("window.ready")
 
-    def draw(self, *strokes, steps=12):
-        """Each stroke: a list of (x, y) in pad pixels (the pad is 280 x 280)."""
+    def draw(self, *strokes, moves=36):
+        """Each stroke: a list of (x, y) in pad pixels (the pad is 280 x 280), drawn in
+        about MOVES pointer moves (each one a round trip to the browser)."""
         box = self.page.locator("#pad").bounding_box()
         mouse = self.page.mouse
         for stroke in strokes:
+            steps = max(1, moves // len(stroke))
             mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
             mouse.down()
             for x, y in stroke[1:]:
