@@ -63,15 +63,12 @@ def read_weights(path, device="cpu"):
     return "reference", weights  # a bare state_dict, as train.py wrote before TinyNet
 
 
-def load_model(path, device="cpu", architecture=None):
-    """The network named in the weights file at PATH, in eval mode, with its weights.
-    With ARCHITECTURE, a file holding another network's weights is refused."""
+def load_model(path, device="cpu"):
+    """The network named in the weights file at PATH, in eval mode, with its weights."""
     name, state = read_weights(path, device)
     if name not in ARCHITECTURES:
         raise CheckpointError(f"{path}: weights of an unknown network {name!r} "
                               f"(known: {', '.join(ARCHITECTURES)})")
-    if architecture is not None and name != architecture:
-        raise CheckpointError(f"{path}: holds the {name} network's weights, not the {architecture} network's")
     model = ARCHITECTURES[name]().to(device)
     try:
         model.load_state_dict(state)

@@ -146,9 +146,9 @@ def run_seeds(args):
         with tqdm(total=len(queue), desc="seeds", unit="run") as bar:
             while (queue and not jobs.stopping) or jobs.running:
                 while queue and not jobs.stopping and len(jobs.running) < jobs.limit:
-                    if start_seed(jobs, args, queue[0]):
-                        resumed.add(queue[0])
-                    queue.pop(0)
+                    seed = queue.pop(0)
+                    if start_seed(jobs, args, seed):
+                        resumed.add(seed)
                 seed, code, seconds = jobs.finished()
                 if code == 0 and seed not in resumed:  # a whole run: its wall time means something
                     atomic_write_json(Path(args.out_dir) / f"seed{seed}" / "wall.json", {"seconds": seconds})
