@@ -4,8 +4,8 @@ Eight convolutions, no bias (BatchNorm follows each one that matters), a 1x1
 "transition" convolution before the only max-pool, global average pooling and a
 1x1 convolution as the classifier: no Linear layer. `python train.py` prints
 its torchsummary table, which matches the reference table row for row.
-TinyNet (`--model tiny`) keeps the same parts, fewer channels and one more
-convolution. ARCHITECTURES maps the name saved with the weights to the class.
+TinyNet (`--model tiny`) has the same parts with fewer channels, no transition
+and a second max-pool. ARCHITECTURES maps the name saved with the weights to the class.
 This module imports only torch: using a network needs no training code.
 """
 
@@ -91,13 +91,14 @@ class Net(nn.Module):
 class TinyNet(nn.Module):
     """2,962 parameters: six 3x3 convolutions of 6-8 channels and two max-pools.
 
-    Width costs parameters quadratically and depth linearly, so this trades the
-    reference's 16-channel layers for one more 8-channel one; the second max-pool
-    lets the last convolutions see the whole digit (receptive field 32). A network
-    this small underfits rather than overfits: its recipe (train.MODEL_RECIPES) has
-    no dropout and no augmentation, which scored best on validation
-    (results/recipes.md), where the depthwise-separable and deeper variants that
-    were tried are listed too.
+    Width costs parameters quadratically, so this keeps the reference's six 3x3
+    convolutions but at 6-8 channels instead of 10-16, drops the 1x1 transition,
+    and adds a second max-pool, which lets the last convolutions see the whole
+    digit (receptive field 32). A network this small has no capacity to spare for
+    regularization: its recipe
+    (train.MODEL_RECIPES) has no dropout and no augmentation, which scored best on
+    validation (results/recipes.md), where the depthwise-separable and deeper
+    variants that were tried are listed too.
     """
     architecture = "tiny"
 

@@ -58,6 +58,7 @@ def summary_rows(model, capsys):
     print_summary(model)
     printed = capsys.readouterr().out
     rows = [ROW.match(line).groups() for line in printed.splitlines() if ROW.match(line)]
+    assert [int(number) for _, number, _, _ in rows] == list(range(1, len(rows) + 1))  # no row skipped
     return printed, [(kind, [int(n) for n in shape.split(", ")], int(params.replace(",", "")))
                      for kind, _, shape, params in rows]
 
