@@ -122,7 +122,100 @@ class TinyNet(nn.Module):
         return F.log_softmax(x.flatten(1), dim=1)
 
 
-ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
+class TinyNet5(nn.Module):
+    """Screening candidate: the reference's shape at 4-8 channels, one max-pool, 6x6 GAP."""
+    architecture = "tiny5"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.block1 = nn.Sequential(conv_block(1, 4, dropout), conv_block(4, 8, dropout), nn.MaxPool2d(2, 2))
+        self.block2 = nn.Sequential(conv_block(8, 8, dropout), conv_block(8, 8, dropout),
+                                    conv_block(8, 8, dropout), conv_block(8, 8, dropout, padding=1))
+        self.gap = nn.AvgPool2d(kernel_size=6)
+        self.classifier = nn.Conv2d(8, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.classifier(self.gap(self.block2(self.block1(x))))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+class TinyNet6(nn.Module):
+    """Screening candidate: BatchNorm before ReLU, otherwise TinyNet."""
+    architecture = "tiny6"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        def block(i, o, padding=0):
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=padding, bias=False), nn.BatchNorm2d(o),
+                                 nn.ReLU(), Dropout(dropout, inplace=True))
+        self.body = nn.Sequential(block(1, 6), block(6, 8), nn.MaxPool2d(2, 2), block(8, 8), block(8, 8),
+                                  nn.MaxPool2d(2, 2), block(8, 8, 1), block(8, 8, 1))
+        self.gap = nn.AvgPool2d(kernel_size=4)
+        self.classifier = nn.Conv2d(8, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.classifier(self.gap(self.body(x)))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+class TinyNet7(nn.Module):
+    """Screening candidate: TinyNet with one wider (12-channel) convolution at 4x4."""
+    architecture = "tiny7"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.body = nn.Sequential(conv_block(1, 6, dropout), conv_block(6, 8, dropout), nn.MaxPool2d(2, 2),
+                                  conv_block(8, 8, dropout), conv_block(8, 8, dropout), nn.MaxPool2d(2, 2),
+                                  conv_block(8, 12, dropout, padding=1))
+        self.gap = nn.AvgPool2d(kernel_size=4)
+        self.classifier = nn.Conv2d(12, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.classifier(self.gap(self.body(x)))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+class TinyNet10(nn.Module):
+    """Screening candidate: 1-4-8 first, and a 1x1 expansion to 14 channels before GAP."""
+    architecture = "tiny10"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.body = nn.Sequential(conv_block(1, 4, dropout), conv_block(4, 8, dropout), nn.MaxPool2d(2, 2),
+                                  conv_block(8, 8, dropout), conv_block(8, 8, dropout), nn.MaxPool2d(2, 2),
+                                  conv_block(8, 8, dropout, padding=1), conv_block(8, 8, dropout, padding=1),
+                                  nn.Conv2d(8, 14, 1, bias=False), nn.ReLU(), nn.BatchNorm2d(14))
+        self.gap = nn.AvgPool2d(kernel_size=4)
+        self.classifier = nn.Conv2d(14, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.classifier(self.gap(self.body(x)))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+class Anchor(nn.Module):
+    """Screening candidate: the public 3,762-parameter design as described (nine 3x3 convolutions
+    4-4-4 / 8-8-8 / 8-8-8, two max-pools, GAP, 1x1), without its redundant conv biases."""
+    architecture = "anchor"
+
+    def __init__(self, dropout=DEFAULT_DROPOUT):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_block(1, 4, dropout, 1), conv_block(4, 4, dropout, 1), conv_block(4, 4, dropout, 1),
+            nn.MaxPool2d(2, 2),
+            conv_block(4, 8, dropout, 1), conv_block(8, 8, dropout, 1), conv_block(8, 8, dropout, 1),
+            nn.MaxPool2d(2, 2),
+            conv_block(8, 8, dropout), conv_block(8, 8, dropout), conv_block(8, 8, dropout))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Conv2d(8, 10, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = self.classifier(self.gap(self.body(x)))
+        return F.log_softmax(x.flatten(1), dim=1)
+
+
+ARCHITECTURES = {cls.architecture: cls
+                 for cls in (Net, TinyNet, TinyNet5, TinyNet6, TinyNet7, TinyNet10, Anchor)}
 
 
 def count_parameters(model):
