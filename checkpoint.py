@@ -25,13 +25,12 @@ from files import atomic_write
 from model import ARCHITECTURES
 
 COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the reference run's, in git
-FORMAT = "mnist-7544/train-checkpoint/4"
+FORMAT = "mnist-7544/train-checkpoint/3"
 # Settings whose change would make the resumed run a different run.
 RESULT_KEYS = ("model", "epochs", "loader", "batch_size", "dropout", "rotation", "translate", "scale",
-               "interpolation", "ema", "holdout", "seed", "threads", "label_smoothing", "teacher",
-               "distill_weight", "temperature", "optimizer",
-               "weight_decay", "nesterov", "max_lr", "pct_start", "div_factor", "final_div_factor",
-               "anneal_strategy", "base_momentum", "max_momentum", "parameters")
+               "interpolation", "ema", "holdout", "seed", "threads", "weight_decay", "nesterov",
+               "max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
+               "base_momentum", "max_momentum", "parameters")
 
 
 class CheckpointError(Exception):

@@ -21,7 +21,6 @@ resume command.
 """
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -41,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchsummary import summary
 from tqdm import tqdm
 
-from checkpoint import CheckpointError, TrainingState, load_model, save_weights
+from checkpoint import CheckpointError, TrainingState, save_weights
 from cli import DefaultsHelpFormatter, OneLineErrorParser, bounded, device_available, pick_device
 from data import DataError, ensure_mnist
 from evaluate import evaluate
@@ -54,8 +53,8 @@ from utils import plot_history, plot_misclassified
 # not settings: OneCycleLR overwrites both from its first step, the learning rate
 # from max_lr / div_factor up to max_lr and down to max_lr / div_factor /
 # final_div_factor, the momentum between max_momentum and base_momentum.
-REFERENCE_RECIPE = dict(epochs=15, optimizer="sgd", weight_decay=1e-4, nesterov=True, max_lr=0.02,
-                        pct_start=0.2, div_factor=25.0, final_div_factor=1e4, anneal_strategy="cos",
+REFERENCE_RECIPE = dict(epochs=15, weight_decay=1e-4, nesterov=True, max_lr=0.02, pct_start=0.2,
+                        div_factor=25.0, final_div_factor=1e4, anneal_strategy="cos",
                         base_momentum=0.85, max_momentum=0.95)
 # Recipes that change the defaults below; a flag given on the command line still wins.
 # The tiny network's own recipe comes with --model tiny (too small to gain from
@@ -64,8 +63,6 @@ REFERENCE_RECIPE = dict(epochs=15, optimizer="sgd", weight_decay=1e-4, nesterov=
 # seeds at 99.4% in 0.47x the time.
 # Both were chosen on --holdout 10000 validation (results/recipes.md).
 MODEL_RECIPES = {"reference": {}, "tiny": dict(dropout=0.0, max_lr=0.05, rotation=0.0)}
-MODEL_RECIPES.update({name: MODEL_RECIPES["tiny"]  # screening candidates
-                      for name in ("tiny5", "tiny6", "tiny7", "tiny10", "anchor")})
 RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dropout=0.0, weight_decay=5e-4)}
 
 
@@ -130,21 +127,9 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=bounded(float, 0, 1), default=0.999, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights "
                         "(and BatchNorm statistics) with this decay per step; 0: off")
-    p.add_argument("--label-smoothing", type=bounded(float, 0, 0.99), default=0.0,
-                   help="train on targets that give this much probability to all 10 classes evenly")
-    p.add_argument("--teacher", metavar="WEIGHTS", default=None,
-                   help="also learn from the predictions of this trained network (a weights.pt of "
-                        "either architecture, e.g. the committed one): knowledge distillation")
-    p.add_argument("--distill-weight", type=bounded(float, 0, 1), default=0.5,
-                   help="with --teacher: the teacher's share of the loss")
-    p.add_argument("--temperature", type=positive_float, default=4.0,
-                   help="with --teacher: both networks' logits are divided by this before comparing")
-    # The optimizer; OneCycleLR stepped after every batch sets its lr and momentum
-    p.add_argument("--optimizer", choices=["sgd", "adamw"],
-                   help="adamw: AdamW, whose beta1 plays momentum's part and whose weight decay "
-                        "is decoupled from the gradient")
-    p.add_argument("--weight-decay", type=bounded(float, 0), help="SGD's L2 penalty, AdamW's decay")
-    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum (SGD)")
+    # SGD with Nesterov momentum; OneCycleLR stepped after every batch sets its lr and momentum
+    p.add_argument("--weight-decay", type=bounded(float, 0), help="SGD's L2 penalty")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="Nesterov momentum")
     p.add_argument("--max-lr", type=positive_float, help="peak learning rate of OneCycleLR")
     p.add_argument("--pct-start", type=bounded(float, 0, 1, low_open=True),
                    help="the fraction of steps spent raising the learning rate")
@@ -168,15 +153,11 @@ def parse_args(argv=None):
 
 
 def make_optimizer(model, recipe, steps_per_epoch, **kernel):
-    """SGD-Nesterov (or AdamW) under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys; KERNEL
-    picks the optimizer's implementation (foreach=True or fused=True, as bench.py compares)."""
-    lr = recipe.max_lr / recipe.div_factor
-    if recipe.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(recipe.max_momentum, 0.999),
-                                      weight_decay=recipe.weight_decay, **kernel)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.max_momentum,
-                                    weight_decay=recipe.weight_decay, nesterov=recipe.nesterov, **kernel)
+    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys; KERNEL picks
+    SGD's implementation (foreach=True or fused=True, as bench.py compares)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.max_lr / recipe.div_factor,
+                                momentum=recipe.max_momentum, weight_decay=recipe.weight_decay,
+                                nesterov=recipe.nesterov, **kernel)
     scheduler = OneCycleLR(
         optimizer, max_lr=recipe.max_lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=recipe.pct_start, div_factor=recipe.div_factor,
@@ -222,34 +203,7 @@ class EpochStats:
     lr: float  # the learning rate of the epoch's last batch
 
 
-def training_loss(log_probs, target, label_smoothing=0.0):
-    """The cross-entropy of LOG_PROBS against TARGET; with LABEL_SMOOTHING e, against targets
-    of 1 - e on TARGET plus e / 10 on every class (as F.cross_entropy's label_smoothing)."""
-    loss = F.nll_loss(log_probs, target)
-    if label_smoothing:
-        loss = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean(dim=1).mean()
-    return loss
-
-
-class Distillation:
-    """A trained network whose softened predictions the student also learns from (Hinton et
-    al., 2015): the loss is (1 - WEIGHT) x the label loss + WEIGHT x T^2 x the KL divergence
-    from the teacher's to the student's probabilities, both at temperature T, where a
-    confident teacher's second choices still show. T^2 keeps the gradients' scale."""
-
-    def __init__(self, model, weight, temperature):
-        self.model, self.weight, self.temperature = model.eval(), weight, temperature
-
-    def mix(self, label_loss, log_probs, data):
-        """LABEL_LOSS mixed with the divergence of the student's LOG_PROBS on DATA."""
-        with torch.no_grad():
-            teacher = F.log_softmax(self.model(data) / self.temperature, dim=1)
-        student = F.log_softmax(log_probs / self.temperature, dim=1)
-        divergence = F.kl_div(student, teacher, reduction="batchmean", log_target=True)
-        return (1 - self.weight) * label_loss + self.weight * self.temperature ** 2 * divergence
-
-
-def train_epoch(state, loader, stop, show_progress=None, label_smoothing=0.0, teacher=None):
+def train_epoch(state, loader, stop, show_progress=None):
     """One pass over the training set. One host sync a batch: the loss, to stop on NaN.
     The progress bar shows on a terminal (show_progress None), always (True) or never (False)."""
     model, optimizer, epoch = state.model, state.optimizer, state.epoch + 1
@@ -261,9 +215,7 @@ def train_epoch(state, loader, stop, show_progress=None, label_smoothing=0.0, te
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad()
             output = model(data)
-            loss = training_loss(output, target, label_smoothing)
-            if teacher is not None:
-                loss = teacher.mix(loss, output, data)
+            loss = F.nll_loss(output, target)
             loss_value = loss.item()
             if not math.isfinite(loss_value):  # stop before a NaN reaches the weights
                 raise TrainingStopped(f"the loss is {loss_value} in epoch {epoch}, batch {batch_id}", 1)
@@ -363,22 +315,17 @@ def setup(args):
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
     state = TrainingState(model, optimizer, scheduler, train_loader.generator, device, ema)
-    teacher, config["teacher_sha256"] = None, None
-    if args.teacher:
-        teacher = Distillation(load_model(args.teacher, device), args.distill_weight, args.temperature)
-        config["teacher_sha256"] = hashlib.sha256(Path(args.teacher).read_bytes()).hexdigest()
-    return state, train_loader, eval_loader, config, teacher
+    return state, train_loader, eval_loader, config
 
 
-def train(state, train_loader, eval_loader, config, checkpoint, stop, teacher=None):
+def train(state, train_loader, eval_loader, config, checkpoint, stop):
     """Epochs from state.epoch + 1 to the last: train, evaluate, checkpoint."""
     split = config["eval_split"]
     evaluation = None
     for epoch in range(state.epoch + 1, config["epochs"] + 1):
         print(f"EPOCH: {epoch}/{config['epochs']}")
         start = time.perf_counter()
-        stats = train_epoch(state, train_loader, stop, label_smoothing=config["label_smoothing"],
-                            teacher=teacher)
+        stats = train_epoch(state, train_loader, stop)
         evaluation = evaluate(state.evaluated_model, eval_loader)
         seconds = time.perf_counter() - start
         print(f"Train: loss {stats.loss:.4f}, accuracy {stats.accuracy:.2f}%, {seconds:.1f} s")
@@ -411,7 +358,7 @@ def main(argv=None):
     checkpoint, resumed = Path(args.out_dir) / "checkpoint.pt", None
     try:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
-        state, train_loader, eval_loader, config, teacher = setup(args)
+        state, train_loader, eval_loader, config = setup(args)
         print_summary(state.model)
         print("Config:", json.dumps(config, indent=2))
         if args.resume:
@@ -419,7 +366,7 @@ def main(argv=None):
             resumed = state.epoch
             print(f"Resuming after epoch {state.epoch} of {args.epochs} from {args.resume}")
         with StopOnSignal() as stop:
-            evaluation = train(state, train_loader, eval_loader, config, checkpoint, stop, teacher)
+            evaluation = train(state, train_loader, eval_loader, config, checkpoint, stop)
         save_results(args.out_dir, state, config, evaluation)
         return state.history
     except TrainingStopped as stopped:

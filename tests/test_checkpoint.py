@@ -29,10 +29,10 @@ def stop_at_epoch(monkeypatch, epoch, signum=signal.SIGINT):
     """Deliver SIGNUM to this process as epoch EPOCH starts, as Ctrl-C or kill would."""
     real_train_epoch = train.train_epoch
 
-    def train_epoch(state, loader, stop, **options):
+    def train_epoch(state, loader, stop):
         if state.epoch + 1 == epoch:
             signal.raise_signal(signum)
-        return real_train_epoch(state, loader, stop, **options)
+        return real_train_epoch(state, loader, stop)
 
     monkeypatch.setattr(train, "train_epoch", train_epoch)
 

@@ -178,25 +178,3 @@ def test_tiny_run_saves_its_architecture_and_resume_refuses_another_network(
                  "--resume", str(tmp_path / "checkpoint.pt"))
     message = str(exit_info.value.code)
     assert "model 'tiny' (now 'reference')" in message and "\n" not in message
-
-
-def test_label_smoothing_matches_cross_entropy_and_zero_is_plain_nll():
-    torch.manual_seed(0)
-    log_probs = torch.log_softmax(torch.randn(16, 10), dim=1)
-    target = torch.randint(0, 10, (16,))
-    plain = torch.nn.functional.nll_loss(log_probs, target)
-    assert torch.equal(train.training_loss(log_probs, target), plain)
-    expected = torch.nn.functional.cross_entropy(log_probs, target, label_smoothing=0.1)
-    assert train.training_loss(log_probs, target, 0.1).item() == pytest.approx(expected.item(), rel=1e-6)
-
-
-def test_optimizer_flag_builds_adamw_with_beta1_cycled_as_momentum():
-    args = train.parse_args(["--optimizer", "adamw", "--weight-decay", "0.01", "--max-lr", "0.01"])
-    optimizer, scheduler = train.make_optimizer(Net(), args, steps_per_epoch=10)
-    assert isinstance(optimizer, torch.optim.AdamW)
-    group = optimizer.param_groups[0]
-    assert group["weight_decay"] == 0.01 and group["betas"][0] == pytest.approx(0.95)
-    for _ in range(29):  # the peak (step 29 of 150) comes with the lowest beta1
-        optimizer.step()
-        scheduler.step()
-    assert group["lr"] == pytest.approx(0.01) and group["betas"][0] == pytest.approx(0.85)
