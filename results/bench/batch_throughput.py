@@ -4,6 +4,7 @@ input, no dropout, batch sizes interleaved over 5 repeats, median images/s.
     python results/bench/batch_throughput.py 2 reference
     python results/bench/batch_throughput.py 2 tiny
 """
+import argparse
 import statistics
 import sys
 import time
@@ -15,8 +16,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from model import ARCHITECTURES  # noqa: E402
 
-torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
-architecture = sys.argv[2] if len(sys.argv) > 2 else "reference"
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("threads", type=int, nargs="?", default=2)
+parser.add_argument("architecture", choices=list(ARCHITECTURES), nargs="?", default="reference")
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+architecture = args.architecture
 sizes = [64, 128, 256, 512]
 rates = {size: [] for size in sizes}
 for _ in range(5):
