@@ -63,6 +63,8 @@ REFERENCE_RECIPE = dict(epochs=15, weight_decay=1e-4, nesterov=True, max_lr=0.02
 # seeds at 99.4% in 0.47x the time.
 # Both were chosen on --holdout 10000 validation (results/recipes.md).
 MODEL_RECIPES = {"reference": {}, "tiny": dict(dropout=0.0, max_lr=0.05, rotation=0.0)}
+MODEL_RECIPES.update({name: MODEL_RECIPES["tiny"] for name in ARCHITECTURES if name.startswith("tiny-")})
+MODEL_RECIPES.update({name: {} for name in ARCHITECTURES if name.startswith("reference-")})
 RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dropout=0.0, weight_decay=5e-4)}
 
 
@@ -105,6 +107,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default="data", help="MNIST goes to DATA_DIR/MNIST/raw")
     p.add_argument("--out-dir", default=None, help="default: runs/seed<SEED>")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.pt of this run")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: the training forward pass under autocast, about twice as fast "
+                        "on a CPU with AVX-512 BF16; evaluation stays float32")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (for CUDA; CPU runs are repeatable without it)")
     # Model, augmentation and weight averaging
@@ -203,9 +208,11 @@ class EpochStats:
     lr: float  # the learning rate of the epoch's last batch
 
 
-def train_epoch(state, loader, stop, show_progress=None):
+def train_epoch(state, loader, stop, precision="float32", show_progress=None):
     """One pass over the training set. One host sync a batch: the loss, to stop on NaN.
-    The progress bar shows on a terminal (show_progress None), always (True) or never (False)."""
+    PRECISION bfloat16 runs the forward pass under autocast (the weights, gradients and
+    optimizer stay float32). The progress bar shows on a terminal (show_progress None),
+    always (True) or never (False)."""
     model, optimizer, epoch = state.model, state.optimizer, state.epoch + 1
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -214,8 +221,9 @@ def train_epoch(state, loader, stop, show_progress=None):
             stop.check(f"in epoch {epoch}, batch {batch_id}")
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad()
-            output = model(data)
-            loss = F.nll_loss(output, target)
+            with torch.autocast(state.device.type, torch.bfloat16, enabled=precision == "bfloat16"):
+                output = model(data)
+                loss = F.nll_loss(output, target)
             loss_value = loss.item()
             if not math.isfinite(loss_value):  # stop before a NaN reaches the weights
                 raise TrainingStopped(f"the loss is {loss_value} in epoch {epoch}, batch {batch_id}", 1)
@@ -325,7 +333,7 @@ def train(state, train_loader, eval_loader, config, checkpoint, stop):
     for epoch in range(state.epoch + 1, config["epochs"] + 1):
         print(f"EPOCH: {epoch}/{config['epochs']}")
         start = time.perf_counter()
-        stats = train_epoch(state, train_loader, stop)
+        stats = train_epoch(state, train_loader, stop, config["precision"])
         evaluation = evaluate(state.evaluated_model, eval_loader)
         seconds = time.perf_counter() - start
         print(f"Train: loss {stats.loss:.4f}, accuracy {stats.accuracy:.2f}%, {seconds:.1f} s")

@@ -175,3 +175,13 @@ def test_overfits_one_small_batch(architecture):
         optimizer.step()
     assert loss.item() < 0.05
     assert (model(images).argmax(dim=1) == labels).all()
+
+
+@pytest.mark.parametrize("architecture", ["reference", "tiny"])
+def test_log_probabilities_are_float32_under_bfloat16_autocast(architecture):
+    """A bfloat16 softmax rounds 0.999 to 1: the confident digits' gradients would vanish."""
+    net = ARCHITECTURES[architecture](0.0).train()
+    with torch.autocast("cpu", torch.bfloat16):
+        output = net(torch.randn(4, 1, 28, 28))
+    assert output.dtype == torch.float32
+    assert torch.allclose(output.exp().sum(dim=1), torch.ones(4))
