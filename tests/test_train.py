@@ -115,6 +115,17 @@ def test_bfloat16_training_changes_the_result_but_keeps_float32_weights(syntheti
     assert not torch.equal(half["conv1.0.weight"], weights["float32"]["conv1.0.weight"])
 
 
+def test_bfloat16_on_a_gpu_without_it_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(train, "pick_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--precision", "bfloat16"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "add --precision float32" in err
+    assert train.parse_args(["--precision", "float32"]).precision == "float32"
+
+
 def test_ema_warms_up_and_then_uses_the_decay():
     average, value = [torch.zeros(3), torch.tensor([0])], [torch.ones(3), torch.tensor([5])]
     update = train.ema_update(0.999)
