@@ -30,7 +30,7 @@ FORMAT = "mnist-7544/train-checkpoint/3"
 RESULT_KEYS = ("model", "epochs", "loader", "batch_size", "dropout", "rotation", "translate", "scale",
                "interpolation", "ema", "holdout", "seed", "threads", "weight_decay", "nesterov",
                "max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
-               "base_momentum", "max_momentum", "precision", "parameters")
+               "base_momentum", "max_momentum", "parameters")
 
 
 class CheckpointError(Exception):

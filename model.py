@@ -49,33 +49,14 @@ class Dropout(nn.Dropout):
         return keep.to(x.dtype).mul_(1 / (1 - self.p))
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d on float32 input, also under bfloat16 autocast (named BatchNorm2d,
-    so that torchsummary's table reads like the reference's). With --precision bfloat16
-    only the convolutions run in bfloat16: with BatchNorm and the classifier in bfloat16
-    too, the fast recipe lost about 0.1 point on validation (results/recipes.md).
-    In float32 this is nn.BatchNorm2d exactly."""
-
-    def forward(self, x):
-        return super().forward(x.float())
-
-
 def conv_block(in_channels, out_channels, dropout, padding=0):
     """3x3 conv -> ReLU -> BatchNorm -> Dropout, in the reference's order."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding, bias=False),
         nn.ReLU(),
-        BatchNorm2d(out_channels),
+        nn.BatchNorm2d(out_channels),
         Dropout(dropout, inplace=True),
     )
-
-
-def classify(features, gap, classifier):
-    """Log-probabilities of the last block's FEATURES: global average pooling, the 1x1
-    classifier and log-softmax, in float32 also under bfloat16 autocast."""
-    with torch.autocast(features.device.type, enabled=False):
-        logits = classifier(gap(features.float()))
-    return F.log_softmax(logits.flatten(1), dim=1)
 
 
 class Net(nn.Module):
@@ -103,7 +84,8 @@ class Net(nn.Module):
     def forward(self, x):
         x = self.transition(self.conv2(self.conv1(x)))
         x = self.conv6(self.conv5(self.conv4(self.conv3(x))))
-        return classify(x, self.gap, self.classifier)
+        x = self.classifier(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=1)
 
 
 class TinyNet(nn.Module):
@@ -135,7 +117,8 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         x = self.block3(self.block2(self.block1(x)))
-        return classify(x, self.gap, self.classifier)
+        x = self.classifier(self.gap(x))
+        return F.log_softmax(x.flatten(1), dim=1)
 
 
 ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
@@ -143,4 +126,3 @@ ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

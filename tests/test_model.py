@@ -80,10 +80,8 @@ def test_tiny_net_has_at_most_3000_parameters_and_its_own_table(capsys):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_each_network_is_convolutions_batchnorm_gap_and_a_1x1_classifier(architecture):
     model = ARCHITECTURES[architecture]()
-    def has(kind):
-        return any(isinstance(m, kind) for m in model.modules())
-
-    assert not has(nn.Linear) and has(nn.Conv2d) and has(nn.BatchNorm2d) and has(nn.AvgPool2d)
+    kinds = {type(m) for m in model.modules()}
+    assert nn.Linear not in kinds and {nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d} <= kinds
     # no conv has a bias: the BatchNorm after it has one (and the classifier needs none)
     assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
     assert isinstance(model.classifier, nn.Conv2d) and model.classifier.kernel_size == (1, 1)
@@ -177,13 +175,3 @@ def test_overfits_one_small_batch(architecture):
         optimizer.step()
     assert loss.item() < 0.05
     assert (model(images).argmax(dim=1) == labels).all()
-
-
-@pytest.mark.parametrize("architecture", ["reference", "tiny"])
-def test_log_probabilities_are_float32_under_bfloat16_autocast(architecture):
-    """A bfloat16 softmax rounds 0.999 to 1: the confident digits' gradients would vanish."""
-    net = ARCHITECTURES[architecture](0.0).train()
-    with torch.autocast("cpu", torch.bfloat16):
-        output = net(torch.randn(4, 1, 28, 28))
-    assert output.dtype == torch.float32
-    assert torch.allclose(output.exp().sum(dim=1), torch.ones(4))

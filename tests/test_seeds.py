@@ -61,10 +61,10 @@ def test_an_interrupted_seed_resumes_from_its_checkpoint(seeds_main, synthetic_m
             "--out-dir", str(seed_dir)]
     real_train_epoch = train.train_epoch
 
-    def stop_in_epoch_2(state, loader, stop, *options):
+    def stop_in_epoch_2(state, loader, stop):
         if state.epoch == 1:
             signal.raise_signal(signal.SIGINT)
-        return real_train_epoch(state, loader, stop, *options)
+        return real_train_epoch(state, loader, stop)
 
     monkeypatch.setattr(train, "ensure_mnist", lambda data_dir: None)
     monkeypatch.setattr(train, "train_epoch", stop_in_epoch_2)

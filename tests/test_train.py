@@ -91,39 +91,15 @@ def test_learning_rate_follows_one_cycle_per_batch(synthetic_mnist, tmp_path, no
     assert history[-1]["lr"] == pytest.approx(0.02 / 25 / 1e4, rel=1e-9)
 
 
-@pytest.mark.parametrize("loader, precision", [("in-memory", "float32"), ("torchvision", "float32"),
-                                               ("in-memory", "bfloat16")])
-def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acquisition, loader, precision):
+@pytest.mark.parametrize("loader", ["in-memory", "torchvision"])
+def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acquisition, loader):
     weights = []
     for run_dir, seed in (("a", "3"), ("b", "3"), ("c", "4")):
-        run_main(synthetic_mnist, tmp_path / run_dir, "--epochs", "1", "--seed", seed, "--loader", loader,
-                 "--precision", precision)
+        run_main(synthetic_mnist, tmp_path / run_dir, "--epochs", "1", "--seed", seed, "--loader", loader)
         weights.append(torch.load(tmp_path / run_dir / "weights.pt", weights_only=True)["state_dict"])
     same, other = weights[1], weights[2]
     assert all(torch.equal(weights[0][k], same[k]) for k in same)
     assert not all(torch.equal(weights[0][k], other[k]) for k in other)
-
-
-def test_bfloat16_training_changes_the_result_but_keeps_float32_weights(synthetic_mnist, tmp_path,
-                                                                         no_acquisition):
-    weights = {}
-    for precision in ("float32", "bfloat16"):
-        run_main(synthetic_mnist, tmp_path / precision, "--epochs", "1", "--precision", precision)
-        weights[precision] = torch.load(tmp_path / precision / "weights.pt", weights_only=True)["state_dict"]
-    half = weights["bfloat16"]
-    assert all(value.dtype in (torch.float32, torch.int64) for value in half.values())
-    assert not torch.equal(half["conv1.0.weight"], weights["float32"]["conv1.0.weight"])
-
-
-def test_bfloat16_on_a_gpu_without_it_is_refused_in_one_line(monkeypatch, capsys):
-    monkeypatch.setattr(train, "pick_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    with pytest.raises(SystemExit) as exit_info:
-        train.parse_args(["--precision", "bfloat16"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "add --precision float32" in err
-    assert train.parse_args(["--precision", "float32"]).precision == "float32"
 
 
 def test_ema_warms_up_and_then_uses_the_decay():

@@ -3,6 +3,9 @@ an SGD step on one batch of real training digits, the two interleaved over 5 rep
 median images/s.
 
     python results/bench/precision_throughput.py            # 2 threads, batch 64 and 128
+
+It measures the code of commit 6f95240 (git checkout 6f95240 first), where --precision
+bfloat16 existed and model.py kept BatchNorm and the classifier in float32 under autocast.
 """
 import statistics
 import sys
