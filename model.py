@@ -126,30 +126,3 @@ ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-class TinyPad32(TinyNet):
-    """Screening: TinyNet on the digit zero-padded to 32x32, so the last convolutions run at 5x5."""
-    architecture = "tiny-pad32"
-
-    def __init__(self, dropout=DEFAULT_DROPOUT):
-        super().__init__(dropout)
-        self.gap = nn.AvgPool2d(kernel_size=5)
-
-    def forward(self, x):
-        return super().forward(F.pad(x, (2, 2, 2, 2), value=float(x.amin())))
-
-
-class TinyK5(TinyNet):
-    """Screening: a 5x5 first convolution of 5 channels (receptive field 7 after two convolutions)."""
-    architecture = "tiny-k5"
-
-    def __init__(self, dropout=DEFAULT_DROPOUT):
-        super().__init__(dropout)
-        first = nn.Sequential(nn.Conv2d(1, 5, kernel_size=5, bias=False), nn.ReLU(), nn.BatchNorm2d(5),
-                              Dropout(dropout, inplace=True))
-        self.block1 = nn.Sequential(first, conv_block(5, 8, dropout), nn.MaxPool2d(2, 2))
-        self.gap = nn.AvgPool2d(kernel_size=3)
-
-
-ARCHITECTURES.update({cls.architecture: cls for cls in (TinyPad32, TinyK5)})
