@@ -1,7 +1,7 @@
 #!/bin/bash
-# It needs the code of commit 6f95240 (git checkout 6f95240), where --precision existed.
 # Whole-command wall time of the fast recipe in float32 and in bfloat16, interleaved on the
 # otherwise idle CPU, seed 1, each command as typed (torch's default threads). From the repository root.
+# It needs the code of commit 6f95240 (git checkout 6f95240), where --precision existed.
 mkdir -p runs/timing-precision
 out=runs/timing-precision/times.txt
 : > $out
