@@ -1,91 +1,33 @@
-"""Weights files and per-epoch training checkpoints, loaded safely and written atomically.
+"""Stopping and resuming a run: the per-epoch checkpoint.pt, signals, the resume command.
 
-weights.pt holds the network's architecture name ("reference" or "tiny", see
-model.ARCHITECTURES) and its state_dict of CPU tensors: it loads anywhere, into
-the right class. A bare state_dict (the format before there were two networks)
-loads as the reference network.
 checkpoint.pt is a TrainingState: everything the next epoch needs. It holds the
 model, optimizer, scheduler and (with --ema) averaged-model states, the epoch,
-the history so far, the settings that decide the result, and every random
-state the next epoch draws from: torch's CPU generator (dropout on the CPU),
+the history so far, the settings that decide the result (train.py says which),
+and every random state the next epoch draws from: torch's CPU generator (dropout on the CPU),
 the loader's own CPU generator (order and augmentation, the same on every
 device) and the generator of the device the run used (dropout on CUDA or MPS).
 Restoring all of them is what makes a resumed run end bit for bit where an
 uninterrupted one does. Python's `random` and NumPy are not used by training.
+Ctrl-C or SIGTERM stops a run between batches (StopOnSignal), and resume_command
+says what to type to continue.
 """
 
-import pickle
-import warnings
+import os
+import shlex
+import signal
+import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from files import atomic_write
-from model import ARCHITECTURES
+from weights import WeightsError, safe_load
 
-COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the reference run's, in git
-FORMAT = "mnist-7544/train-checkpoint/3"
-# Settings whose change would make the resumed run a different run.
-RESULT_KEYS = ("model", "epochs", "loader", "batch_size", "dropout", "rotation", "translate", "scale",
-               "interpolation", "ema", "holdout", "seed", "threads", "weight_decay", "nesterov",
-               "max_lr", "pct_start", "div_factor", "final_div_factor", "anneal_strategy",
-               "base_momentum", "max_momentum", "parameters")
+FORMAT = "mnist-7544/train-checkpoint/4"
 
 
-class CheckpointError(Exception):
-    """A weights or checkpoint file that cannot be used; the message names the file."""
-
-
-def safe_load(path, device="cpu"):
-    """torch.load with weights_only=True: a checkpoint is data, and loading one must not
-    run code. Any failure becomes one CheckpointError line that names the file."""
-    try:
-        with warnings.catch_warnings():  # a foreign pickle's protocol warning is noise here
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a file") from None
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: not a PyTorch weights file, or one that would run code "
-                              "to load (refused: weights_only=True)") from None
-    except Exception:  # torch.load raises many kinds (EOFError, RuntimeError...) for a bad file
-        raise CheckpointError(f"{path}: empty, truncated or corrupted; not a PyTorch file") from None
-
-
-def read_weights(path, device="cpu"):
-    """(architecture name, state_dict) from a weights file that train.py wrote."""
-    weights = safe_load(path, device)
-    if isinstance(weights, dict) and "architecture" in weights and "state_dict" in weights:
-        return weights["architecture"], weights["state_dict"]
-    return "reference", weights  # a bare state_dict, as train.py wrote before TinyNet
-
-
-def load_model(path, device="cpu"):
-    """The network named in the weights file at PATH, in eval mode, with its weights."""
-    name, state = read_weights(path, device)
-    if name not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: weights of an unknown network {name!r} "
-                              f"(known: {', '.join(ARCHITECTURES)})")
-    model = ARCHITECTURES[name]().to(device)
-    try:
-        model.load_state_dict(state)
-    except Exception as error:  # another network's tensors, or not a dict at all
-        reason = " ".join(str(error).split())[:160]
-        raise CheckpointError(f"{path}: not weights for the {name} network ({reason})") from None
-    return model.eval()
-
-
-def save_weights(path, model):
-    """MODEL's architecture name and state_dict as CPU tensors, so that a CUDA run's file
-    loads anywhere."""
-    weights = model.state_dict()  # an OrderedDict with metadata, as torch.save expects
-    for key in weights:
-        weights[key] = weights[key].cpu()
-    file = {"architecture": model.architecture, "state_dict": weights}
-    atomic_write(path, lambda f: torch.save(file, f))
+class CheckpointError(WeightsError):
+    """A checkpoint that cannot be resumed; the message names the file."""
 
 
 def device_rng_state(device):
@@ -120,10 +62,11 @@ class TrainingState:
         """The model whose weights are evaluated and saved: the average with --ema."""
         return self.model if self.ema is None else self.ema.module
 
-    def save(self, path, config):
+    def save(self, path, settings):
+        """Everything the next epoch needs, and SETTINGS: the run's settings that decide
+        its result, which restore() compares."""
         state = {
-            "format": FORMAT, "epoch": self.epoch, "history": self.history,
-            "config": {key: config[key] for key in RESULT_KEYS},
+            "format": FORMAT, "epoch": self.epoch, "history": self.history, "settings": settings,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -132,11 +75,12 @@ class TrainingState:
         }
         atomic_write(path, lambda f: torch.save(state, f))
 
-    def restore(self, path, config):
-        """Put the run back where the checkpoint at PATH left it."""
+    def restore(self, path, settings):
+        """Put the run back where the checkpoint at PATH left it, if it was made with SETTINGS."""
         state = load_checkpoint(path)
-        changed = [f"{key} {state['config'].get(key)!r} (now {config[key]!r})"
-                   for key in RESULT_KEYS if state["config"].get(key) != config[key]]
+        saved = state["settings"]
+        changed = [f"{key} {saved.get(key)!r} (now {settings.get(key)!r})"
+                   for key in sorted(saved.keys() | settings.keys()) if saved.get(key) != settings.get(key)]
         if changed:
             raise CheckpointError(f"{path} was made with other settings: {'; '.join(changed)}; "
                                   "resume with the same flags as the original run")
@@ -158,3 +102,53 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: not a train.py checkpoint of this version "
                               "(a weights.pt cannot be resumed)")
     return state
+
+
+class TrainingStopped(Exception):
+    """Training ended early (a signal, a non-finite loss); carries the exit code."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM set a flag that the training loop checks between
+    batches: the current batch completes, a checkpoint is never abandoned half-written."""
+
+    def __enter__(self):
+        self.received = None
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def check(self, where):
+        if self.received is not None:
+            name = signal.Signals(self.received).name
+            raise TrainingStopped(f"stopped by {name} {where}", 128 + self.received)
+
+
+def resume_hint(argv, epoch, checkpoint):
+    """What to tell a user whose run stopped after EPOCH complete epochs."""
+    if epoch == 0:
+        return "No epoch was completed, so there is no checkpoint to resume from."
+    return (f"The last complete checkpoint is epoch {epoch}: {checkpoint}. Resume with:\n"
+            f"  {resume_command(argv, checkpoint)}")
+
+
+def resume_command(argv, checkpoint, windows=os.name == "nt"):
+    """What to type to continue: the same flags, with --resume pointing at the checkpoint,
+    quoted for the shell of this platform."""
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and not arg.startswith("--resume"):
+            kept.append(arg)
+        skip = arg == "--resume"
+    words = ["python", "train.py", *kept, "--resume", str(checkpoint)]
+    return subprocess.list2cmdline(words) if windows else shlex.join(words)

@@ -1,6 +1,8 @@
-"""Small command-line pieces shared by train.py, predict.py, export.py, bench.py and seeds.py."""
+"""Small command-line and device pieces of train.py, seeds.py, predict.py, export.py and the benchmark."""
 
 import argparse
+import os
+import platform
 
 import torch
 
@@ -47,6 +49,20 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+def make_deterministic():
+    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS's first call
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
+def sizes_for(device, batch_size=None, test_batch_size=None):
+    """The given batch sizes, or the device's defaults for those left as None."""
+    return {"batch_size": batch_size or (128 if device.type == "cuda" else 64),  # the reference's choice
+            # On the CPU, test batches of 250 measured faster than 1000 or 10,000.
+            "test_batch_size": test_batch_size or (250 if device.type == "cpu" else 1000)}
+
+
 def synchronize(device):
     """Wait until DEVICE has done all it was given (CUDA and MPS run asynchronously)."""
     if device.type == "cuda":
@@ -55,7 +71,13 @@ def synchronize(device):
         torch.mps.synchronize()
 
 
-def first_line(error):
-    """An error as one short line: some libraries raise multi-line messages."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+def cpu_name():
+    """The processor's model name (Linux: /proc/cpuinfo), else platform's, else 'unknown'."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

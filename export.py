@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import COMMITTED_WEIGHTS, CheckpointError, load_model
 from cli import OneLineErrorParser, bounded
 from data import DataError, ensure_mnist, read_split
 from evaluate import evaluate
 from files import atomic_write_bytes
 from loaders import normalized
+from weights import COMMITTED_WEIGHTS, WeightsError, load_model
 
 MAX_ABS_DIFF = 1e-4
 
@@ -89,7 +89,7 @@ def main(argv=None):
         if check["max_abs_diff"] >= MAX_ABS_DIFF or check["disagreements"]:
             sys.exit(f"export.py: error: the ONNX model does not match PyTorch; {args.output} not written")
         atomic_write_bytes(Path(args.output), onnx_bytes)
-    except (CheckpointError, DataError, OSError) as error:
+    except (WeightsError, DataError, OSError) as error:
         sys.exit(f"export.py: error: {error}")
     print(f"Wrote {args.output} ({len(onnx_bytes) / 1024:.0f} KB, dynamic batch dimension)")
 

@@ -1,12 +1,9 @@
-"""The two ways train.py can feed it MNIST (--loader), with the same normalized tensors.
+"""MNIST for train.py: each split held once as a uint8 tensor on the training device.
 
-in-memory (the default): each split is held once as a uint8 tensor on the
-training device (47 MB for the training set). Every batch is sliced from it,
-augmented and normalized there as one tensor, so the device spends its time on
-the network, not on 64 PIL images per batch.
-
-torchvision: the classic datasets.MNIST -> PIL transforms -> DataLoader pipeline,
-one image at a time; kept so that the two can be compared (see bench.py).
+The training set is 47 MB. Every batch is sliced from it, augmented and
+normalized there as one tensor, so the device spends its time on the network,
+not on 64 PIL images per batch (bench/pipelines.py keeps the classic PIL and
+DataLoader pipeline, for comparison).
 
 The augmentation draws, for each training image, an angle uniform in
 [-rotation, rotation] degrees and, where asked, a shift of up to `translate`
@@ -24,20 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from data import read_split
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-LOADERS = ("in-memory", "torchvision")
+from model import normalize
 
 
 def to_unit_interval(pixels):
     """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], as transforms.ToTensor does."""
     return pixels.unsqueeze(1).float().div(255)
-
-
-def normalize(images):
-    """[0, 1] images -> zero mean, unit variance over MNIST, as transforms.Normalize does
-    (bit for bit), without its per-batch copies of mean and std to the device."""
-    return (images - MNIST_MEAN) / MNIST_STD
 
 
 def normalized(pixels):
@@ -113,62 +102,25 @@ class InMemoryLoader:
             yield normalize(images), self.labels[index]
 
 
-def make_loaders(kind, data_dir, device, *, batch_size, test_batch_size, augment, seed,
-                 holdout=0, num_workers=0, train_limit=None):
-    """(train loader, evaluation loader) of the KIND in LOADERS.
-
-    The training set is shuffled every epoch in an order fixed by SEED. With
-    HOLDOUT = N, the last N training images are held out and evaluated instead of
-    the test set, so that a recipe can be chosen without looking at the test set.
-    TRAIN_LIMIT keeps only the first training images (bench.py's short runs).
-    """
+def read_splits(data_dir, holdout=0):
+    """((train pixels, labels), (evaluation pixels, labels)): with HOLDOUT = N, the last N
+    training images are held out and evaluated instead of the test set, so that a recipe
+    can be chosen without looking at the test set."""
     train_pixels, train_labels = read_split(data_dir, train=True)
     kept = len(train_labels) - holdout
     if holdout:
-        eval_pixels, eval_labels = train_pixels[kept:], train_labels[kept:]
-    else:
-        eval_pixels, eval_labels = read_split(data_dir, train=False)
-    train_pixels, train_labels = train_pixels[:kept][:train_limit], train_labels[:kept][:train_limit]
-    if kind == "in-memory":
-        return (InMemoryLoader(train_pixels, train_labels, batch_size, device, shuffle=True,
-                               augment=augment, seed=seed),
-                InMemoryLoader(eval_pixels, eval_labels, test_batch_size, device))
-    return torchvision_loaders((train_pixels, train_labels), (eval_pixels, eval_labels), device,
-                               batch_size, test_batch_size, augment, seed, num_workers)
+        return (train_pixels[:kept], train_labels[:kept]), (train_pixels[kept:], train_labels[kept:])
+    return (train_pixels, train_labels), read_split(data_dir, train=False)
 
 
-def torchvision_loaders(train_split, eval_split, device, batch_size, test_batch_size, augment, seed,
-                        num_workers):
-    """The classic pipeline over the same images: PIL transforms, one image at a time."""
-    from torchvision import transforms
+def make_loaders(data_dir, device, *, batch_size, test_batch_size, augment, seed, holdout=0,
+                 train_limit=None):
+    """(train loader, evaluation loader), both in memory on DEVICE.
 
-    to_tensor = [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
-    mode = transforms.InterpolationMode(augment.interpolation)
-    if augment.translate or augment.scale:
-        moves = [transforms.RandomAffine(
-            augment.rotation, translate=(augment.translate,) * 2 if augment.translate else None,
-            scale=(1 - augment.scale, 1 + augment.scale) if augment.scale else None, interpolation=mode)]
-    else:
-        moves = [transforms.RandomRotation((-augment.rotation, augment.rotation), mode, fill=0)]
-    common = dict(num_workers=num_workers, pin_memory=device.type == "cuda")
-    shuffle_order = torch.Generator().manual_seed(seed)
-    train_loader = torch.utils.data.DataLoader(
-        PilDigits(*train_split, transforms.Compose((moves if augment else []) + to_tensor)),
-        batch_size=batch_size, shuffle=True, generator=shuffle_order, **common)
-    return train_loader, torch.utils.data.DataLoader(
-        PilDigits(*eval_split, transforms.Compose(to_tensor)), batch_size=test_batch_size, **common)
-
-
-class PilDigits(torch.utils.data.Dataset):
-    """(transform(PIL image), label) pairs, as torchvision.datasets.MNIST serves them."""
-
-    def __init__(self, pixels, labels, transform):
-        self.pixels, self.labels, self.transform = pixels, labels, transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.pixels[i].numpy(), mode="L")), int(self.labels[i])
+    The training set is shuffled every epoch in an order fixed by SEED, and augmented
+    by AUGMENT. TRAIN_LIMIT keeps only the first training images (the benchmark's short runs).
+    """
+    (train_pixels, train_labels), (eval_pixels, eval_labels) = read_splits(data_dir, holdout)
+    return (InMemoryLoader(train_pixels[:train_limit], train_labels[:train_limit], batch_size, device,
+                           shuffle=True, augment=augment, seed=seed),
+            InMemoryLoader(eval_pixels, eval_labels, test_batch_size, device))

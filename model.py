@@ -6,7 +6,11 @@ Eight convolutions, no bias (BatchNorm follows each one that matters), a 1x1
 its torchsummary table, which matches the reference table row for row.
 TinyNet (`--model tiny`) has the same parts with fewer channels, no transition
 and a second max-pool. ARCHITECTURES maps the name saved with the weights to the class.
-This module imports only torch: using a network needs no training code.
+
+The input contract is here too: a network reads 28x28 digits, light ink on
+black, scaled to [0, 1] and then normalized with MNIST's mean and standard
+deviation (normalize). This module imports only torch: using a network needs
+no training or data code.
 """
 
 import torch
@@ -14,6 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 DEFAULT_DROPOUT = 0.01  # the reference leaves it open; chosen on validation (results/recipes.md)
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of MNIST's training pixels in [0, 1]
+
+
+def normalize(images):
+    """[0, 1] images -> zero mean, unit variance over MNIST, as transforms.Normalize does
+    (bit for bit), without its per-batch copies of mean and std to the device."""
+    return (images - MNIST_MEAN) / MNIST_STD
 
 
 class Dropout(nn.Dropout):

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from checkpoint import COMMITTED_WEIGHTS, CheckpointError, load_model
 from cli import OneLineErrorParser, bounded
 from files import atomic_write
-from loaders import normalize
+from model import normalize
+from weights import COMMITTED_WEIGHTS, WeightsError, load_model
 
 MNIST_CENTRE = 13.5  # the centre of the 28x28 field, in pixel indices (row and column)
 INK_THRESHOLD = 0.2  # after stretching contrast to [0, 1]: fainter pixels are paper, not ink
@@ -143,7 +143,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         model = load_model(args.checkpoint)
-    except CheckpointError as error:
+    except WeightsError as error:
         sys.exit(f"predict.py: error: {error}")
     json_results, failed = [], 0
     for index, path in enumerate(args.images, start=1):

@@ -51,12 +51,12 @@ def synthetic_mnist(tmp_path):
 
 @pytest.fixture
 def no_acquisition(monkeypatch):
-    """train.py, bench.py and export.py use the data dir as it is."""
-    import bench
+    """train.py, bench/step.py and export.py use the data dir as it is."""
     import export
     import train
+    from bench import step
 
-    for module in (train, bench, export):
+    for module in (train, step, export):
         monkeypatch.setattr(module, "ensure_mnist", lambda data_dir: None)
 
 

@@ -1,16 +1,16 @@
-"""bench.py on a tiny configuration: it runs, and its table adds up. No timing is asserted."""
+"""bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted."""
 
 import json
 
 import pytest
 
-import bench
+from bench import step
 
 
 def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path, no_acquisition,
                                                                     capsys):
     out = tmp_path / "bench.json"
-    bench.main(["--data-dir", str(synthetic_mnist), "--steps", "2", "--repeats", "2", "--batch-size", "32",
+    step.main(["--data-dir", str(synthetic_mnist), "--steps", "2", "--repeats", "2", "--batch-size", "32",
                 "--test-batch-size", "50", "--json", str(out),
                 "--profile", "--candidates",
                 "torchvision,in-memory,floor,floor-native-dropout,floor-no-dropout,floor-channels-last"])
@@ -46,7 +46,7 @@ def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnis
 ])
 def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, no_acquisition, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--data-dir", str(synthetic_mnist), "--batch-size", "32",
+        step.main(["--data-dir", str(synthetic_mnist), "--batch-size", "32",
                     "--json", str(tmp_path / "b.json"), *argv])
     text = str(exit_info.value.code) + capsys.readouterr().err
     assert message in text and len(text.strip().splitlines()) == 1

@@ -12,11 +12,12 @@ import torch
 
 import data
 import train
-from checkpoint import CheckpointError, TrainingState, load_checkpoint, load_model, save_weights
+from checkpoint import TrainingState, load_checkpoint
 from conftest import ROOT, synthetic_idx_files
 from files import atomic_write
 from loaders import InMemoryLoader
 from model import ARCHITECTURES, Net, TinyNet
+from weights import WeightsError, load_model, save_weights
 
 FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--epochs", "3"]
 
@@ -46,11 +47,10 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("signum, loader, ema", [(signal.SIGINT, "in-memory", "0.999"),
-                                                 (signal.SIGTERM, "torchvision", "0")])
+@pytest.mark.parametrize("signum, ema", [(signal.SIGINT, "0.999"), (signal.SIGTERM, "0")])
 def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
-        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, loader, ema):
-    flags = ["--loader", loader, "--ema", ema]
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, ema):
+    flags = ["--ema", ema]
     whole = run(synthetic_mnist, tmp_path / "whole", *flags)
     stop_at_epoch(monkeypatch, 3, signum)
     with pytest.raises(SystemExit) as stopped:
@@ -74,7 +74,7 @@ def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition
     with pytest.raises(SystemExit):
         run(synthetic_mnist, tmp_path)
     for flags, message in [(["--max-lr", "0.05"], "other settings: max_lr 0.02 (now 0.05)"),
-                           (["--loader", "torchvision"], "loader 'in-memory' (now 'torchvision')"),
+                           (["--rotation", "5"], "rotation 7.0 (now 5.0)"),
                            (["--batch-size", "64"], "batch_size 32 (now 64)")]:  # a CUDA default, say
         with pytest.raises(SystemExit) as refused:
             run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), *flags)
@@ -122,7 +122,7 @@ def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
         path.write_bytes(path.read_bytes()[:-200])
     else:
         path.write_bytes(content)
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(WeightsError) as error:
         load_checkpoint(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
@@ -147,7 +147,7 @@ def test_a_bare_state_dict_of_the_earlier_format_loads_as_the_reference_network(
 
 
 def one_line_error(path):
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(WeightsError) as error:
         load_model(path)
     message = str(error.value)
     assert str(path) in message and "\n" not in message
@@ -170,7 +170,7 @@ def a_checkpoint(path, epoch):
     optimizer, scheduler = train.make_optimizer(model, args, 10)
     config = dict(vars(args), batch_size=64, parameters=7544, threads=1)
     state = TrainingState(model, optimizer, scheduler, torch.Generator(), torch.device("cpu"), epoch=epoch)
-    state.save(path, config)
+    state.save(path, train.deciding_settings(config))
 
 
 def write_half_then_wait(path, mid_write):
@@ -222,29 +222,42 @@ def test_sigint_from_outside_exits_cleanly_with_the_resume_hint(synthetic_mnist,
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] >= 1
 
 
-def acquire(data_dir, md5s, calls_file, other_arrived):
+def acquire(data_dir, md5s, calls_file, second_at_lock, is_second):
+    """ensure_mnist in a child process. The first's source holds the lock until the second
+    has reached it (or 10 s have passed: with no lock, the second never reaches one)."""
+    import fcntl
+
     data.MNIST_MD5 = md5s
+    real_flock = fcntl.flock
+
+    def flock(handle, operation):
+        if is_second and operation == fcntl.LOCK_EX:
+            second_at_lock.set()
+        return real_flock(handle, operation)
+
+    fcntl.flock = flock
 
     def source_that_waits_for_the_other(folder, log):
         with open(calls_file, "a") as calls:
             calls.write("call\n")
-        other_arrived.wait(60)  # the other process is blocked on the lock meanwhile
+        second_at_lock.wait(10)
         return synthetic_idx_files()
 
     data.ensure_mnist(data_dir, sources=[source_that_waits_for_the_other], log=lambda m: None)
 
 
 def test_two_runs_on_an_empty_data_dir_both_end_with_verified_files(tmp_path):
+    """The second process waits on the lock while the first acquires, then finds the files
+    and does not acquire them again. Without the lock both would call their source."""
     md5s = {n: hashlib.md5(c).hexdigest() for n, c in synthetic_idx_files().items()}
     fork = multiprocessing.get_context("fork")
-    other_arrived = fork.Event()
-    first = fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", other_arrived))
+    at_lock = fork.Event()
+    first, second = (fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", at_lock, second))
+                     for second in (False, True))
     first.start()
     while not (tmp_path / "calls").exists() and first.is_alive():  # it holds the lock, in its source
         first.join(0.01)
-    second = fork.Process(target=acquire, args=(tmp_path, md5s, tmp_path / "calls", other_arrived))
     second.start()
-    other_arrived.set()
     for process in (first, second):
         process.join(120)
     assert [p.exitcode for p in (first, second)] == [0, 0]

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import export
-from checkpoint import COMMITTED_WEIGHTS, load_model, save_weights
 from conftest import ROOT
 from model import ARCHITECTURES, Net
+from weights import COMMITTED_WEIGHTS, load_model, save_weights
 
 
 @pytest.fixture(scope="module")

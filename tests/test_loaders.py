@@ -1,23 +1,18 @@
-"""The in-memory loader against the torchvision pipeline it replaces."""
+"""The in-memory loader, against the torchvision pipeline it replaces (bench/pipelines.py)."""
 
 import pytest
 import torch
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
+from bench.pipelines import torchvision_loaders
 from conftest import synthetic_digits
 from data import read_split
-from loaders import (
-    Augmentation,
-    InMemoryLoader,
-    make_loaders,
-    normalize,
-    normalized,
-    to_unit_interval,
-    transform,
-)
+from loaders import Augmentation, InMemoryLoader, make_loaders, normalized, to_unit_interval, transform
+from model import normalize
 
 CPU = torch.device("cpu")
+MAKERS = {"in-memory": make_loaders, "torchvision": torchvision_loaders}
 ROTATION = Augmentation(rotation=7.0)
 
 
@@ -105,8 +100,8 @@ def test_augmentation_draws_from_the_generator_and_only_what_is_enabled():
 
 
 def test_both_loaders_give_the_same_normalized_test_tensors(synthetic_mnist):
-    test_loaders = [make_loaders(kind, synthetic_mnist, CPU, batch_size=32, test_batch_size=30,
-                                 augment=ROTATION, seed=1)[1] for kind in ("in-memory", "torchvision")]
+    test_loaders = [make(synthetic_mnist, CPU, batch_size=32, test_batch_size=30, augment=ROTATION, seed=1)[1]
+                    for make in MAKERS.values()]
     (memory_images, memory_labels), (pil_images, pil_labels) = (
         [torch.cat(parts) for parts in zip(*loader)] for loader in test_loaders)
     assert memory_images.shape == (100, 1, 28, 28)
@@ -116,7 +111,7 @@ def test_both_loaders_give_the_same_normalized_test_tensors(synthetic_mnist):
 
 @pytest.mark.parametrize("kind", ["in-memory", "torchvision"])
 def test_train_limit_keeps_the_first_images(synthetic_mnist, kind):
-    train_loader, _ = make_loaders(kind, synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
+    train_loader, _ = MAKERS[kind](synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
                                    augment=Augmentation(), seed=1, train_limit=64)
     first_64 = read_split(synthetic_mnist, train=True)[1][:64]
     assert len(train_loader) == 2
@@ -125,7 +120,7 @@ def test_train_limit_keeps_the_first_images(synthetic_mnist, kind):
 
 @pytest.mark.parametrize("kind", ["in-memory", "torchvision"])
 def test_holdout_trains_and_validates_on_disjoint_images(synthetic_mnist, kind):
-    train_loader, eval_loader = make_loaders(kind, synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
+    train_loader, eval_loader = MAKERS[kind](synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
                                              augment=Augmentation(), seed=1, holdout=56)
     pixels, _ = read_split(synthetic_mnist, train=True)
     seen_in_training = torch.cat([images for images, _ in train_loader])

@@ -9,9 +9,9 @@ from PIL import Image, ImageDraw
 
 import data
 import predict
-from checkpoint import CheckpointError, load_model, save_weights
 from conftest import ROOT
 from model import ARCHITECTURES, Net, TinyNet
+from weights import WeightsError, load_model, save_weights
 
 
 def ring(size, box, ink=255, paper=0, mode="L"):
@@ -155,7 +155,7 @@ def test_unloadable_checkpoint_gives_one_line_naming_the_file(tmp_path, content,
     if content is None:  # a truncated real checkpoint
         content = checkpoint.read_bytes()[:-100]
     path.write_bytes(content)
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(WeightsError) as error:
         load_model(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 

@@ -1,3 +1,4 @@
+# From the project root: bash bench/fast-vs-default.sh
 # Whole-command wall time, interleaved on the otherwise idle CPU: default, fast, default, fast.
 mkdir -p runs/timing
 out=runs/timing/times.txt

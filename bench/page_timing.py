@@ -2,7 +2,7 @@
 compiled, one warm-up inference) and to the first prediction of a digit drawn at once, in 5
 fresh browser contexts (nothing cached); then one inference, 200 times. From the project root:
 
-    python results/bench/page_timing.py
+    python bench/page_timing.py
 """
 
 import functools
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from test_web import CHROMIUM, WEB, QuietHandler  # noqa: E402 (after the path is set)
 

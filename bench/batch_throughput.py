@@ -1,8 +1,8 @@
 """Training-step throughput by batch size: forward, backward and an SGD step on random
 input, no dropout, batch sizes interleaved over 5 repeats, median images/s.
 
-    python results/bench/batch_throughput.py 2 reference
-    python results/bench/batch_throughput.py 2 tiny
+    python bench/batch_throughput.py 2 reference
+    python bench/batch_throughput.py 2 tiny
 """
 import argparse
 import statistics
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import ARCHITECTURES  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -1,8 +1,8 @@
 """Where an epoch's time goes: input pipelines and training steps timed side by side.
 
-    python bench.py --quick                 # under a minute on a 2-core CPU
-    python bench.py                         # 150 steps, 11 repeats
-    python bench.py --candidates floor,floor-native-dropout,floor-no-dropout --profile
+    python bench/step.py --quick            # under a minute on a 2-core CPU
+    python bench/step.py                    # 150 steps, 11 repeats
+    python bench/step.py --candidates floor,floor-native-dropout,floor-no-dropout --profile
 
 Each repeat runs every candidate in turn (interleaved, so that a noisy machine
 slows them alike): a fresh, identically initialized model trains for --steps
@@ -10,7 +10,8 @@ batches with the reference recipe and then evaluates the whole test set. The
 candidates:
 
   torchvision   the classic pipeline: PIL rotation, ToTensor, Normalize per image, DataLoader
-  in-memory     train.py's default: the split as one tensor, batches augmented and normalized on the device
+                (bench/pipelines.py)
+  in-memory     train.py's: the split as one tensor, batches augmented and normalized on the device
   floor         forward + backward + step on batches normalized beforehand: no data work at all,
                 the best any pipeline can do with this model on this device
   floor-*       the floor with one thing changed: the network's dropout as torch's native
@@ -40,13 +41,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import train
-from cli import OneLineErrorParser, bounded, pick_device, synchronize
-from data import DataError, ensure_mnist, read_split
-from evaluate import evaluate
-from files import atomic_write_json
-from loaders import Augmentation, make_loaders, normalized
-from model import Dropout, Net
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402 (the project's modules are one folder up)
+from bench.pipelines import torchvision_loaders  # noqa: E402
+from checkpoint import StopOnSignal  # noqa: E402
+from cli import OneLineErrorParser, bounded, cpu_name, pick_device, sizes_for, synchronize  # noqa: E402
+from data import DataError, ensure_mnist, read_split  # noqa: E402
+from evaluate import evaluate  # noqa: E402
+from files import atomic_write_json  # noqa: E402
+from loaders import Augmentation, make_loaders, normalized  # noqa: E402
+from model import Dropout, Net  # noqa: E402
 
 
 @dataclass
@@ -55,7 +59,6 @@ class Setup:
     device: torch.device
     batch_size: int
     test_batch_size: int
-    num_workers: int
     steps: int
     data_dir: str
     train_batches: list  # (images, labels), normalized beforehand: the floor's input
@@ -66,12 +69,12 @@ class Setup:
 
 def pipeline(kind, setup, model, optimizer, scheduler):
     """Time train.py's own loop over the first setup.steps batches, then the test pass."""
-    train_loader, test_loader = make_loaders(
-        kind, setup.data_dir, setup.device, batch_size=setup.batch_size,
-        test_batch_size=setup.test_batch_size, augment=Augmentation(rotation=7.0), seed=1,
-        num_workers=setup.num_workers, train_limit=setup.steps * setup.batch_size)
+    make = make_loaders if kind == "in-memory" else torchvision_loaders
+    train_loader, test_loader = make(
+        setup.data_dir, setup.device, batch_size=setup.batch_size, test_batch_size=setup.test_batch_size,
+        augment=Augmentation(rotation=7.0), seed=1, train_limit=setup.steps * setup.batch_size)
     state = SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, ema=None, epoch=0)
-    with train.StopOnSignal() as stop:
+    with StopOnSignal() as stop:
         start = time.perf_counter()
         train.train_epoch(state, train_loader, stop, show_progress=False)
         synchronize(setup.device)
@@ -241,7 +244,7 @@ def parse_args(argv=None):
 
 def make_setup(args):
     device = pick_device(args.device)
-    sizes = train.sizes_for(device, args.batch_size, args.test_batch_size)
+    sizes = sizes_for(device, args.batch_size, args.test_batch_size)
     train_pixels, train_labels = read_split(args.data_dir, train=True)
     test_pixels, test_labels = read_split(args.data_dir, train=False)
     count = args.steps * sizes["batch_size"]
@@ -260,10 +263,8 @@ def make_setup(args):
 
 
 def machine():
-    cpuinfo = Path("/proc/cpuinfo")
-    model_names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                   if line.startswith("model name")] if cpuinfo.exists() else []
-    return {"cpu": model_names[0] if model_names else platform.processor(), "cores": os.cpu_count(),
+    return {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
@@ -275,7 +276,7 @@ def main(argv=None):
         ensure_mnist(args.data_dir)
         setup = make_setup(args)
     except (DataError, OSError, ValueError) as error:
-        sys.exit(f"bench.py: error: {error}")
+        sys.exit(f"step.py: error: {error}")
     print(f"{setup.device}, batch {setup.batch_size}, test batch {setup.test_batch_size}, "
           f"dropout {args.dropout}, {args.steps} steps, {args.repeats} repeats, "
           f"{torch.get_num_threads()} threads")
@@ -292,7 +293,7 @@ def main(argv=None):
     print_profiles(profiles)
     atomic_write_json(args.json, {"machine": machine(), "device": str(setup.device),
                                   "batch_size": setup.batch_size, "test_batch_size": setup.test_batch_size,
-                                  "num_workers": setup.num_workers, "steps": args.steps,
+                                  "steps": args.steps,
                                   "repeats": args.repeats, "candidates": rows, "profiles": profiles})
     print(f"Wrote {args.json}")
     return rows
