@@ -138,15 +138,15 @@ def test_either_networks_weights_are_read(tmp_path, capsys, architecture):
     assert 0 <= result["digit"] <= 9
 
 
-def test_command_line_refuses_another_networks_bare_weights_in_one_line(tmp_path):
+def test_command_line_refuses_another_networks_bare_weights_in_one_line(tmp_path, capsys):
     torch.save(TinyNet().state_dict(), tmp_path / "tiny.pt")  # no name saved: read as the reference net's
     ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
     weights = tmp_path / "tiny.pt"
-    argv = [sys.executable, "predict.py", str(tmp_path / "zero.png"), "--checkpoint", str(weights)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stdout == ""
-    (line,) = done.stderr.strip().splitlines()
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(tmp_path / "zero.png"), "--checkpoint", str(weights)])
+    (line,) = str(exit_info.value.code).splitlines()
     assert line.startswith(f"predict.py: error: {weights}: not weights for the reference network")
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])

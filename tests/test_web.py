@@ -1,5 +1,6 @@
 """The page in web/, in a real Chromium (Playwright, Debian's /usr/bin/chromium): it loads
-cleanly from its own origin, reads digits drawn with the mouse, and agrees with predict.py.
+cleanly from its own origin, reads digits drawn with the mouse, works from the keyboard and
+for a screen reader (axe-core finds nothing serious), fits a phone, and agrees with predict.py.
 
 Skipped with the reason where Chromium, Playwright or web/node_modules is missing; under
 CI (CI=true) that is a failure instead. WEB_SCREENSHOT=path keeps the screenshot taken
@@ -26,6 +27,7 @@ import data
 from conftest import ROOT, synthetic_digits
 
 WEB = ROOT / "web"
+AXE = WEB / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PARITY_IMAGES = 200
 
@@ -70,8 +72,8 @@ def browser():
 class Page:
     """A fresh tab on the page, recording console errors and every requested URL."""
 
-    def __init__(self, browser, origin):
-        self.page = browser.new_page(viewport={"width": 1100, "height": 620})
+    def __init__(self, browser, origin, width=1100, height=620):
+        self.page = browser.new_page(viewport={"width": width, "height": height})
         self.errors, self.requests = [], []
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
@@ -79,9 +81,10 @@ class Page:
         self.page.goto(origin + "/")
         self.page.evaluate("window.ready")
 
-    def draw(self, *strokes, moves=36):
+    def draw(self, *strokes, moves=36, lift=True):
         """Each stroke: a list of (x, y) in pad pixels (the pad is 280 x 280), drawn in
-        about MOVES pointer moves (each one a round trip to the browser)."""
+        about MOVES pointer moves (each one a round trip to the browser). With lift=False
+        the last stroke is left unfinished, the button still down."""
         box = self.page.locator("#pad").bounding_box()
         mouse = self.page.mouse
         for stroke in strokes:
@@ -90,8 +93,18 @@ class Page:
             mouse.down()
             for x, y in stroke[1:]:
                 mouse.move(box["x"] + x, box["y"] + y, steps=steps)
-            mouse.up()
+            if lift or stroke is not strokes[-1]:
+                mouse.up()
         return self.shown_digit()
+
+    def serious_violations(self):
+        """axe-core's serious and critical findings on the page as it is now."""
+        if not AXE.is_file():
+            missing("web/node_modules/axe-core is missing: run npm ci --prefix web")
+        self.page.add_script_tag(path=str(AXE))
+        found = self.page.evaluate("async () => (await axe.run(document)).violations"
+                                   ".map((v) => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))")
+        return [v for v in found if v["impact"] in ("serious", "critical")]
 
     def shown_digit(self):
         """The digit on show once every inference has finished."""
@@ -106,6 +119,13 @@ class Page:
 @pytest.fixture
 def page(browser, server):
     tab = Page(browser, server)
+    yield tab
+    tab.page.close()
+
+
+@pytest.fixture
+def phone(browser, server):
+    tab = Page(browser, server, width=390, height=844)
     yield tab
     tab.page.close()
 
@@ -173,6 +193,51 @@ def test_blank_pad_then_a_chosen_file_then_a_dropped_one(page, tmp_path):
         document.querySelector('#pad').dispatchEvent(event);
     }""", base64.b64encode(buffer.getvalue()).decode())
     page.page.wait_for_function("document.querySelector('#digit').textContent === '0'")
+
+
+FOUR = [[(80, 40), (60, 170), (220, 170)], [(170, 60), (170, 260)]]
+
+
+def test_axe_finds_no_serious_violation_when_loaded_or_after_drawing(page):
+    assert page.serious_violations() == []
+    page.draw(*FOUR)
+    assert page.serious_violations() == []
+
+
+def test_only_the_answer_is_announced_and_only_when_a_stroke_ends(page):
+    live = page.page.evaluate("Array.from(document.querySelectorAll("
+                              "'[aria-live], [role=status], [role=alert], [role=log], output'), (e) => e.id)")
+    assert live == ["answer"]
+    assert page.page.get_attribute("#pad", "role") == "img" and page.page.get_attribute("#pad", "aria-label")
+    answer = page.page.locator("#answer")
+    page.draw([(80, 50), (200, 50), (120, 250)], lift=False)  # a 7, the button still down
+    assert page.page.locator("#digit").text_content() == "7" and answer.text_content() == ""
+    page.page.mouse.up()
+    page.page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Read as 7')")
+
+
+def test_an_image_is_chosen_from_the_keyboard(page, tmp_path):
+    digit = np.full((90, 60), 255, np.uint8)
+    digit[10:80, 28:34] = 0  # a dark "1" on white
+    Image.fromarray(digit).save(tmp_path / "one.png")
+    for _ in range(10):  # Tab through the page to the file chooser
+        page.page.keyboard.press("Tab")
+        if page.page.evaluate("document.activeElement.id") == "file":
+            break
+    assert page.page.evaluate("document.activeElement.id") == "file"
+    with page.page.expect_file_chooser() as chooser:
+        page.page.keyboard.press("Space")
+    chooser.value.set_files(tmp_path / "one.png")
+    page.page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Read as 1')")
+    assert page.page.locator("#digit").text_content() == "1"
+
+
+def test_on_a_phone_the_pad_and_the_answer_fit_one_screen(phone):
+    assert phone.draw(*FOUR) == "4"
+    for selector in ("#pad", "#digit"):
+        box = phone.page.locator(selector).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 844, selector
 
 
 def test_classify_accepts_image_data_and_canvas_alike(page):

@@ -118,16 +118,25 @@ function setStatus(text, isError = false) {
   status.classList.toggle("error", isError);
 }
 
-async function classifyAndReport(source) {
+// Only the answer is announced to a screen reader, and only when a stroke ends or an
+// image is read: not the predictions made every 120 ms while drawing.
+function announce(text) {
+  $("answer").textContent = text;
+}
+
+async function classifyAndReport(source, final = true) {
   try {
-    await classify(source);
+    const { digit, probabilities } = await classify(source);
     setStatus("Draw another, or Clear.");
+    if (final) announce(`Read as ${digit}, probability ${(100 * probabilities[digit]).toFixed(0)}%.`);
   } catch (error) {
     if (error instanceof NoInkError) {
       showNothing();
       setStatus("No ink found: draw a digit.");
+      if (final) announce("No ink found.");
     } else {
       setStatus(`Could not read that image: ${error.message}`, true);
+      if (final) announce("Could not read that image.");
     }
   }
 }
@@ -169,7 +178,7 @@ pad.addEventListener("pointermove", (event) => {
   for (const e of event.getCoalescedEvents?.() ?? [event]) drawTo(padPoint(e));
   if (performance.now() - lastPrediction > PREDICT_EVERY_MS) {
     lastPrediction = performance.now();
-    classifyAndReport(pad);
+    classifyAndReport(pad, false);
   }
 });
 
@@ -185,6 +194,7 @@ $("clear").addEventListener("click", () => {
   clearPad();
   showNothing();
   setStatus("Draw a digit.");
+  announce("");
 });
 
 // A chosen or dropped image: shown on the pad, classified at its own resolution.
@@ -199,6 +209,7 @@ async function classifyFile(file) {
     await classifyAndReport(image);
   } catch {
     setStatus(`${file.name}: not an image this browser can read.`, true);
+    announce(`${file.name}: not an image this browser can read.`);
   }
 }
 
