@@ -16,6 +16,7 @@ exit code is 1. Writes OUT/seeds.json and OUT/seeds.png and prints the table.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ from tqdm import tqdm
 import train
 from cli import OneLineErrorParser, bounded
 from files import atomic_write_json
-from utils import TARGET_ACCURACY, plot_seeds
+from utils import LAST_EPOCHS, TARGET_ACCURACY, held_target, plot_seeds  # LAST_EPOCHS is 3
 
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 # On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour
@@ -86,6 +87,11 @@ def other_settings(history, expected):
 def read_history(folder):
     path = Path(folder) / "history.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def sha256_of(path):
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def read_wall_seconds(folder):
@@ -190,42 +196,57 @@ def seed_report(args, seed, code, seconds):
             f"{seconds:.0f} s")
 
 
+def run_row(folder, seed, history):
+    """One seed's line of seeds.json, from its history.json (and wall.json, weights.pt)."""
+    split = history["config"]["eval_split"]
+    curve = [row[f"{split}_acc"] for row in history["epochs"]]
+    return {"seed": seed, f"final_{split}_acc": curve[-1], "last_3_min": min(curve[-LAST_EPOCHS:]),
+            f"best_{split}_acc": history[f"best_{split}_acc"],
+            "best_epoch": history[f"best_{split}_acc_epoch"],
+            f"best_{split}_loss": history[f"best_{split}_loss"], "curve": curve,
+            "seconds": round(sum(row["seconds"] for row in history["epochs"]), 1),
+            "wall_seconds": read_wall_seconds(folder), "weights_sha256": sha256_of(folder / "weights.pt"),
+            # bit for bit only on the same kind of CPU (older histories did not record it)
+            "cpu": history["config"].get("cpu"), "cpu_capability": history["config"].get("cpu_capability")}
+
+
 def summarize(args):
     """seeds.json's content from the finished seeds' history.json files, or None if none finished."""
-    histories = {seed: read_history(Path(args.out_dir) / f"seed{seed}") for seed in args.seeds}
-    histories = {seed: h for seed, h in histories.items() if h is not None}
-    if not histories:
+    folders = {seed: Path(args.out_dir) / f"seed{seed}" for seed in args.seeds}
+    histories = {seed: read_history(folder) for seed, folder in folders.items()}
+    runs = [run_row(folders[seed], seed, h) for seed, h in histories.items() if h is not None]
+    if not runs:
         return None
-    first = next(iter(histories.values()))
+    first = next(h for h in histories.values() if h is not None)
     split = first["config"]["eval_split"]
-    runs = [{"seed": seed, f"final_{split}_acc": h[f"final_{split}_acc"],
-             f"best_{split}_acc": h[f"best_{split}_acc"], "best_epoch": h[f"best_{split}_acc_epoch"],
-             f"best_{split}_loss": h[f"best_{split}_loss"],
-             "seconds": round(sum(row["seconds"] for row in h["epochs"]), 1),
-             "wall_seconds": read_wall_seconds(Path(args.out_dir) / f"seed{seed}")}
-            for seed, h in histories.items()]
     walls = [run["wall_seconds"] for run in runs if run["wall_seconds"] is not None]
     finals = [run[f"final_{split}_acc"] for run in runs]
-    shared = {k: v for k, v in first["config"].items() if k not in ("seed", "out_dir", "resume")}
-    return {"config": shared, "train_flags": args.train_flags, "split": split, "runs": runs,
+    per_machine = {k: v for k, v in first["config"].items()
+                   if k not in ("seed", "out_dir", "resume", "cpu", "cpu_capability")}
+    return {"config": per_machine, "train_flags": args.train_flags, "split": split, "runs": runs,
             "summary": {"n": len(finals), "mean": statistics.mean(finals),
                         "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                         "min": min(finals), "max": max(finals),
                         "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals),
-                        "median_wall_seconds": statistics.median(walls) if walls else None}}
+                        "at_least_99_40_in_last_3": sum(held_target(run["curve"]) for run in runs),
+                        "median_wall_seconds": statistics.median(walls) if walls else None,
+                        "cpus": sorted({run["cpu"] or "not recorded" for run in runs})}}
 
 
 def print_table(result):
     split = result["split"]
-    print(f"\n{'seed':>4} {'final %':>8} {'best %':>8} {'epoch':>6} {'best loss':>10} {'seconds':>8} "
-          f"{'wall s':>7}")
+    print(f"\n{'seed':>4} {'final %':>8} {'last-3 min':>10} {'best %':>8} {'epoch':>6} {'best loss':>10} "
+          f"{'seconds':>8} {'wall s':>7}")
     for run in result["runs"]:
         wall = "" if run["wall_seconds"] is None else f"{run['wall_seconds']:.0f}"
-        print(f"{run['seed']:>4} {run[f'final_{split}_acc']:8.2f} {run[f'best_{split}_acc']:8.2f} "
-              f"{run['best_epoch']:>6} {run[f'best_{split}_loss']:10.4f} {run['seconds']:8.0f} {wall:>7}")
+        print(f"{run['seed']:>4} {run[f'final_{split}_acc']:8.2f} {run['last_3_min']:10.2f} "
+              f"{run[f'best_{split}_acc']:8.2f} {run['best_epoch']:>6} {run[f'best_{split}_loss']:10.4f} "
+              f"{run['seconds']:8.0f} {wall:>7}")
     s = result["summary"]
     print(f"{split} accuracy over {s['n']} seeds: mean {s['mean']:.3f} +/- {s['sd']:.3f} (sd), "
-          f"min {s['min']:.2f}, max {s['max']:.2f}; {s['at_least_99_40']} of {s['n']} reach 99.40%")
+          f"min {s['min']:.2f}, max {s['max']:.2f}; {s['at_least_99_40']} of {s['n']} reach 99.40% at the "
+          f"last epoch, {s['at_least_99_40_in_last_3']} in each of the last 3; "
+          f"CPU: {', '.join(s['cpus'])}")
 
 
 def main(argv=None):
@@ -237,11 +258,7 @@ def main(argv=None):
     result = summarize(args)
     if result is not None:
         atomic_write_json(Path(args.out_dir) / "seeds.json", result)
-        split = result["split"]
-        histories = {run["seed"]: read_history(Path(args.out_dir) / f"seed{run['seed']}")
-                     for run in result["runs"]}
-        curves = {seed: [row[f"{split}_acc"] for row in h["epochs"]] for seed, h in histories.items()}
-        plot_seeds(curves, {run["seed"]: run[f"final_{split}_acc"] for run in result["runs"]}, split,
+        plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
                    Path(args.out_dir) / "seeds.png")
         print_table(result)
         print(f"Wrote {Path(args.out_dir) / 'seeds.json'} and seeds.png")

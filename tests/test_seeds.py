@@ -1,5 +1,6 @@
 """seeds.py on the synthetic set: the summary, skipping, resuming and a failing seed."""
 
+import hashlib
 import json
 import signal
 import statistics
@@ -26,31 +27,38 @@ def seeds_main(synthetic_mnist, tmp_path, monkeypatch):
 
 
 def test_two_seeds_give_a_summary_that_matches_their_runs(seeds_main, tmp_path, capsys):
-    assert seeds_main("--seeds", "1-2", "--jobs", "2") == 0
+    assert seeds_main("--seeds", "1-2", "--jobs", "2", epochs=3) == 0
     result = json.loads((tmp_path / "out" / "seeds.json").read_text())
     finals = [run["final_test_acc"] for run in result["runs"]]
     assert [run["seed"] for run in result["runs"]] == [1, 2] and result["split"] == "test"
     for run in result["runs"]:
-        history = json.loads((tmp_path / "out" / f"seed{run['seed']}" / "history.json").read_text())
+        folder = tmp_path / "out" / f"seed{run['seed']}"
+        history = json.loads((folder / "history.json").read_text())
         assert run["final_test_acc"] == history["final_test_acc"] == history["epochs"][-1]["test_acc"]
+        curve = [row["test_acc"] for row in history["epochs"]]
+        assert run["curve"] == curve and run["last_3_min"] == min(curve[-3:])
+        assert run["weights_sha256"] == hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest()
+        assert run["cpu"] == history["config"]["cpu"] and run["cpu_capability"]
         assert history["config"]["seed"] == run["seed"] and history["config"]["threads"] == 1
-        assert (tmp_path / "out" / f"seed{run['seed']}" / "train.log").read_text().count("Test set:") == 1
+        assert (folder / "train.log").read_text().count("Test set:") == 3
     summary = result["summary"]
     assert summary["n"] == 2 and summary["mean"] == pytest.approx(statistics.mean(finals))
     assert summary["sd"] == pytest.approx(statistics.stdev(finals))
     assert (summary["min"], summary["max"]) == (min(finals), max(finals))
     assert summary["at_least_99_40"] == sum(f >= 99.4 for f in finals)
+    held = sum(min(run["curve"][-3:]) >= 99.4 for run in result["runs"])
+    assert summary["at_least_99_40_in_last_3"] == held and summary["cpus"] == [result["runs"][0]["cpu"]]
     walls = [run["wall_seconds"] for run in result["runs"]]  # whole processes: more than their epochs
     assert all(wall > run["seconds"] for wall, run in zip(walls, result["runs"]))
     assert summary["median_wall_seconds"] == pytest.approx(statistics.median(walls))
-    assert result["config"]["epochs"] == 1 and "seed" not in result["config"]
+    assert result["config"]["epochs"] == 3 and not {"seed", "cpu"} & set(result["config"])
     assert (tmp_path / "out" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "seed 1: " in printed and "test accuracy over 2 seeds: mean" in printed
 
     history_file = tmp_path / "out" / "seed1" / "history.json"
     before = history_file.stat().st_mtime_ns
-    assert seeds_main("--seeds", "1-2") == 0  # a second call trains nothing
+    assert seeds_main("--seeds", "1-2", epochs=3) == 0  # a second call trains nothing
     assert "2 seed(s) already finished with these settings: skipped" in capsys.readouterr().out
     assert history_file.stat().st_mtime_ns == before
 
