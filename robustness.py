@@ -1,0 +1,254 @@
+"""How well a trained model reads digits that are not quite MNIST's: a fixed, seeded benchmark.
+
+    python robustness.py                                    # the committed weights, on test images
+    python robustness.py --checkpoint runs/seed2/weights.pt --split val --json robust.json
+
+In the style of MNIST-C, every corruption is applied to the same COUNT images of the
+split (the test set, or with --split val the last --holdout training images, which a
+--holdout run never trained on), each with its own seeded random draws:
+
+  shift       moved 3-5 px on each axis, not re-centred
+  rotate      rotated 15-35 degrees either way
+  scale       shrunk to 0.55-0.75 or grown to 1.2-1.4 of its size
+  thin        strokes eroded (grey-level minimum over a 3x3 cross)
+  thick       strokes dilated (grey-level maximum over a 3x3 square)
+  blur        Gaussian blur, sigma 0.8-1.3 px
+  noise       Gaussian noise, sd 0.2-0.35 of full scale, clipped
+  canvas      dark ink on white paper, scaled 1-3x and placed off-centre in a larger
+              image, then read through predict.py's preprocessing
+  fonts       no MNIST image: digits 0-9 rendered from the fonts installed on the machine
+              (and matplotlib's), at random sizes, slants and stroke widths, dark on
+              white, read through predict.py's preprocessing
+
+Prints accuracy per corruption, the mean over the MNIST-based ones, and the font score.
+The same flags, fonts and weights give the same figures.
+"""
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from cli import OneLineErrorParser, bounded
+from data import DataError, ensure_mnist, read_split
+from files import atomic_write_json
+from loaders import to_unit_interval, transform
+from model import normalize
+from predict import InputError, to_mnist_digit
+from weights import COMMITTED_WEIGHTS, WeightsError, load_model
+
+FONT_FOLDERS = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts"]
+
+
+def uniform(generator, count, low, high, either_sign=False):
+    """COUNT draws from [low, high], each negated with probability 1/2 if EITHER_SIGN."""
+    values = torch.empty(count).uniform_(low, high, generator=generator)
+    if either_sign:
+        values *= torch.randint(0, 2, (count,), generator=generator) * 2 - 1
+    return values
+
+
+def shift(images, generator):
+    """Each image moved by 3-5 px on both axes (either way), zeros coming in."""
+    steps = uniform(generator, len(images) * 2, 3, 5, either_sign=True).round().view(-1, 2) / 28
+    return transform(images, torch.zeros(len(images)), shifts=steps)
+
+
+def rotate(images, generator):
+    return transform(images, uniform(generator, len(images), 15, 35, either_sign=True), mode="bilinear")
+
+
+def scale(images, generator):
+    grow = torch.rand(len(images), generator=generator) < 0.5
+    larger, smaller = uniform(generator, len(images), 1.2, 1.4), uniform(generator, len(images), 0.55, 0.75)
+    zooms = torch.where(grow, larger, smaller)
+    return transform(images, torch.zeros(len(images)), zooms=zooms, mode="bilinear")
+
+
+def thin(images, generator):
+    """Grey-level erosion over a 3x3 cross: each pixel the minimum of itself and its 4 neighbours."""
+    padded = F.pad(images, (1, 1, 1, 1))
+    cross = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
+    neighbours = [padded[..., 1 + dy:29 + dy, 1 + dx:29 + dx] for dy, dx in cross]
+    return torch.stack(neighbours).amin(0)
+
+
+def thick(images, generator):
+    return F.max_pool2d(images, 3, stride=1, padding=1)
+
+
+def blur(images, generator):
+    sigmas = uniform(generator, len(images), 0.8, 1.3)
+    offsets = torch.arange(-4, 5, dtype=torch.float32)
+    kernels = torch.exp(-offsets ** 2 / (2 * sigmas.view(-1, 1) ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)  # (N, 9), one 1-D Gaussian an image
+    rows = F.conv2d(F.pad(images, (4, 4, 0, 0), mode="replicate").transpose(0, 1),
+                    kernels.view(-1, 1, 1, 9), groups=len(images))
+    columns = F.conv2d(F.pad(rows, (0, 0, 4, 4), mode="replicate"), kernels.view(-1, 1, 9, 1),
+                       groups=len(images))
+    return columns.transpose(0, 1)
+
+
+def noise(images, generator):
+    sds = uniform(generator, len(images), 0.2, 0.35).view(-1, 1, 1, 1)
+    return (images + sds * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+
+
+def canvas(images, generator):
+    """Dark ink on white paper, scaled 1-3x, somewhere in a larger image; then predict.py's steps."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    read = []
+    for image in images[:, 0].numpy():
+        factor = int(rng.integers(1, 4))
+        ink = np.kron(image, np.ones((factor, factor)))
+        size = ink.shape[0] + int(rng.integers(20, 80))
+        paper = np.ones((size, size + int(rng.integers(0, 40))))
+        top, left = (int(rng.integers(0, paper.shape[i] - ink.shape[i] + 1)) for i in (0, 1))
+        paper[top:top + ink.shape[0], left:left + ink.shape[1]] = 1 - ink
+        read.append(as_mnist(paper))
+    return torch.from_numpy(np.stack(read)).float().unsqueeze(1)
+
+
+def as_mnist(gray):
+    """predict.py's preprocessing; an image in which it finds no ink becomes a blank digit."""
+    try:
+        return to_mnist_digit(gray)
+    except InputError:
+        return np.zeros((28, 28))
+
+
+CORRUPTIONS = {"clean": lambda images, generator: images, "shift": shift, "rotate": rotate, "scale": scale,
+               "thin": thin, "thick": thick, "blur": blur, "noise": noise, "canvas": canvas}
+
+
+def installed_fonts(folders=FONT_FOLDERS):
+    """Font files that draw ten distinct digits, once each by file name: the machine's, and
+    matplotlib's text fonts (its Computer Modern and other STIX files map digits to symbols)."""
+    import matplotlib
+
+    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    candidates = [path for folder in folders if folder.is_dir() for path in sorted(folder.rglob("*"))]
+    candidates += [path for path in sorted(bundled.glob("*")) if path.name.startswith(("DejaVu", "STIXGen"))]
+    found = {}
+    for path in candidates:
+        if path.suffix.lower() in (".ttf", ".otf") and path.name not in found and draws_digits(path):
+            found[path.name] = path
+    return [found[name] for name in sorted(found)]
+
+
+def draws_digits(path):
+    try:
+        font = ImageFont.truetype(str(path), 40)
+    except OSError:
+        return False
+    glyphs = [render(font, str(digit), 0.0, 0).tobytes() for digit in range(10)]
+    return len(set(glyphs)) == 10 and all(any(glyph) for glyph in glyphs)
+
+
+def render(font, text, slant, stroke):
+    """TEXT in FONT, ink 255 on 0, sheared by SLANT (x shifts by SLANT per row)."""
+    left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+    size = (right - left + 20, bottom - top + 20)
+    image = Image.new("L", size, 0)
+    ImageDraw.Draw(image).text((10 - left, 10 - top), text, fill=255, font=font, stroke_width=stroke,
+                               stroke_fill=255)
+    width, offset = size[0] + int(abs(slant) * size[1]), -slant * size[1] if slant > 0 else 0
+    return image.transform((width, size[1]), Image.AFFINE, (1, slant, offset, 0, 1, 0), Image.BILINEAR)
+
+
+def font_digits(count, seed, fonts):
+    """COUNT (digit image, label) pairs from FONTS, as predict.py reads them: no MNIST image."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(count):
+        label, path = i % 10, fonts[int(rng.integers(len(fonts)))]
+        font = ImageFont.truetype(str(path), int(rng.integers(18, 72)))
+        stroke = int(rng.integers(0, 3)) * max(1, font.size // 24)
+        ink = np.asarray(render(font, str(label), float(rng.uniform(-0.35, 0.35)), stroke), dtype=np.float64)
+        images.append(as_mnist(1 - ink / 255))  # dark on white paper, as a user's scan
+        labels.append(label)
+    return torch.from_numpy(np.stack(images)).float().unsqueeze(1), torch.tensor(labels)
+
+
+@torch.inference_mode()
+def accuracy(model, images, labels, batch_size=1000):
+    """% of IMAGES ([0, 1], N x 1 x 28 x 28) that MODEL reads as LABELS."""
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        predictions = model(normalize(images[i:i + batch_size])).argmax(1)
+        correct += int((predictions == labels[i:i + batch_size]).sum())
+    return 100 * correct / len(labels)
+
+
+def benchmark(model, pixels, labels, fonts, seed=0, font_count=2000):
+    """{corruption: accuracy %} over PIXELS (uint8, N x 28 x 28) and the font digits."""
+    images, scores = to_unit_interval(pixels), {}
+    for index, (name, corrupt) in enumerate(CORRUPTIONS.items()):
+        generator = torch.Generator().manual_seed(seed * 1000 + index)
+        scores[name] = accuracy(model, corrupt(images, generator).clamp(0, 1), labels)
+    corrupted = [scores[name] for name in CORRUPTIONS if name != "clean"]
+    scores["corrupted_mean"] = sum(corrupted) / len(corrupted)
+    scores["fonts"] = accuracy(model, *font_digits(font_count, seed, fonts)) if fonts else None
+    return scores
+
+
+def split_images(data_dir, split, holdout, count):
+    pixels, labels = read_split(data_dir, train=split == "val")
+    if split == "val":
+        pixels, labels = pixels[-holdout:], labels[-holdout:]
+    return pixels[:count], labels[:count]
+
+
+def parse_args(argv=None):
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS), help="weights.pt of either network")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="val: the last --holdout training images, for choosing a recipe")
+    p.add_argument("--holdout", type=bounded(int, 1, 59000), default=10000)
+    p.add_argument("--count", type=bounded(int, 1, 10000), default=1000, help="images per corruption")
+    p.add_argument("--font-count", type=bounded(int, 0), default=2000, help="font-rendered digits")
+    p.add_argument("--seed", type=bounded(int, 0), default=0, help="the benchmark's draws, not the model's")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--json", metavar="PATH", help="also write the figures here")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        model = load_model(args.checkpoint)
+        ensure_mnist(args.data_dir)
+        pixels, labels = split_images(args.data_dir, args.split, args.holdout, args.count)
+        fonts = installed_fonts()
+        scores = benchmark(model, pixels, labels, fonts, args.seed, args.font_count)
+    except (WeightsError, DataError, OSError) as error:
+        sys.exit(f"robustness.py: error: {error}")
+    seconds = time.perf_counter() - start
+    for name, score in scores.items():
+        print(f"{name:15} {'n/a (no font found)' if score is None else f'{score:6.2f}%'}")
+    print(f"{args.checkpoint}: {len(labels)} {args.split} images per corruption, {args.font_count} font "
+          f"digits from {len(fonts)} fonts, {seconds:.1f} s")
+    if args.json:
+        atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "split": args.split,
+                                      "count": len(labels), "seed": args.seed, "font_count": args.font_count,
+                                      "fonts": len(fonts), "fonts_sha256": fonts_digest(fonts),
+                                      "scores": scores, "seconds": seconds})
+    return scores
+
+
+def fonts_digest(fonts):
+    """One SHA-256 over the font files' names and bytes: the same digest, the same font digits."""
+    digest = hashlib.sha256()
+    for path in fonts:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+if __name__ == "__main__":
+    main()
