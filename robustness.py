@@ -20,7 +20,8 @@ split (the test set, or with --split val the last --holdout training images, whi
               (and matplotlib's), at random sizes, slants and stroke widths, dark on
               white, read through predict.py's preprocessing
 
-Prints accuracy per corruption, the mean over the MNIST-based ones, and the font score.
+Prints accuracy per corruption, the mean over the MNIST-based ones (corrupted_mean), the
+font score, and overall: the mean of the eight corruptions and the fonts.
 The same flags, fonts and weights give the same figures.
 """
 
@@ -194,6 +195,8 @@ def benchmark(model, pixels, labels, fonts, seed=0, font_count=2000):
     corrupted = [scores[name] for name in CORRUPTIONS if name != "clean"]
     scores["corrupted_mean"] = sum(corrupted) / len(corrupted)
     scores["fonts"] = accuracy(model, *font_digits(font_count, seed, fonts)) if fonts else None
+    parts = [*corrupted, scores["fonts"]] if fonts else corrupted
+    scores["overall"] = sum(parts) / len(parts)  # the eight corruptions and the fonts, equally
     return scores
 
 

@@ -58,11 +58,12 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
             "--font-count", "20", "--json", str(tmp_path / "robust.json")]
     scores = robustness.main(argv)
     printed = capsys.readouterr().out
-    assert set(scores) == {*robustness.CORRUPTIONS, "corrupted_mean", "fonts"}
+    assert set(scores) == {*robustness.CORRUPTIONS, "corrupted_mean", "fonts", "overall"}
     for name, score in scores.items():
         assert f"{name} " in printed and 0 <= score <= 100
     corrupted = [scores[n] for n in robustness.CORRUPTIONS if n != "clean"]
     assert scores["corrupted_mean"] == pytest.approx(sum(corrupted) / len(corrupted))
+    assert scores["overall"] == pytest.approx((sum(corrupted) + scores["fonts"]) / (len(corrupted) + 1))
     saved = json.loads((tmp_path / "robust.json").read_text())
     assert saved["scores"] == scores and saved["count"] == 40 and saved["fonts"] > 0
     pixels, labels = robustness.split_images(synthetic_mnist, "test", 10000, 40)

@@ -176,6 +176,17 @@ def test_recipe_fast_and_model_tiny_change_defaults_and_explicit_flags_still_win
     assert (default.model, default.recipe, default.epochs) == ("reference", "default", 15)
 
 
+def test_recipe_reference_is_the_documents_recipe_with_its_open_choices_and_flags_still_win():
+    ref = train.parse_args(["--recipe", "reference"])
+    assert {key: getattr(ref, key) for key in train.REFERENCE_RECIPE} == train.REFERENCE_RECIPE
+    assert (ref.max_lr, ref.weight_decay, ref.epochs, ref.pct_start) == (0.02, 1e-4, 15, 0.2)
+    assert (ref.rotation, ref.interpolation, ref.dropout, ref.ema) == (7.0, "nearest", 0.05, 0)
+    assert ref.batch_size is None  # 128 on CUDA, 64 otherwise, as the document says
+    assert train.parse_args(["--recipe", "reference", "--dropout", "0.1"]).dropout == 0.1
+    optimizer, scheduler = train.make_optimizer(Net(), ref, steps_per_epoch=938)
+    assert optimizer.param_groups[0]["nesterov"] and scheduler.total_steps == 15 * 938
+
+
 def test_tiny_run_saves_its_architecture_and_resume_refuses_another_network(
         synthetic_mnist, tmp_path, no_acquisition, capsys):
     run_main(synthetic_mnist, tmp_path, "--epochs", "1", "--model", "tiny")
