@@ -1,0 +1,71 @@
+"""One CSV row per screening run, from the runs' history.json files: the flags that make the
+run (as the train.py command that repeats it), its seed, device and CPU, and its figures.
+
+    python bench/screening_table.py runs/screen results/screening/round-4.csv
+
+FOLDER holds <candidate>/seed<N>/history.json. A flag that the code has since dropped is
+written as it was given then (the round's commit has it).
+"""
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from files import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
+
+# Config entries that are not train.py flags, or that say where a run went, not what it computed.
+NOT_FLAGS = {"recipe", "out_dir", "resume", "data_dir", "eval_split", "torch", "parameters", "cpu",
+             "cpu_capability", "device", "test_batch_size", "deterministic", "teacher_sha256"}
+COLUMNS = ["candidate", "seed", "device", "cpu", "torch", "final_val_acc", "last_3_min", "best_val_acc",
+           "best_epoch", "seconds", "parameters", "command"]
+
+
+def command(config):
+    """The train.py command that repeats the run: every setting that decides it, as a flag."""
+    words = ["python", "train.py"]
+    for key, value in config.items():
+        if key in NOT_FLAGS or value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False:
+            words.append("--no-" + flag[2:] if key == "nesterov" else "")
+        else:
+            words += [flag, str(value)]
+    return " ".join(word for word in words if word)
+
+
+def row(candidate, history):
+    config, curve = history["config"], [epoch["val_acc"] for epoch in history["epochs"]]
+    best = max(range(len(curve)), key=lambda i: curve[i])
+    return {"candidate": candidate, "seed": config["seed"], "device": config.get("device"),
+            "cpu": config.get("cpu", ""), "torch": config.get("torch", ""), "final_val_acc": curve[-1],
+            "last_3_min": min(curve[-3:]), "best_val_acc": curve[best], "best_epoch": best + 1,
+            "seconds": round(sum(epoch["seconds"] for epoch in history["epochs"])),
+            "parameters": config.get("parameters", ""), "command": command(config)}
+
+
+def table(folder):
+    rows = []
+    for path in sorted(Path(folder).glob("*/seed*/history.json")):
+        rows.append(row(path.parent.parent.name, json.loads(path.read_text())))
+    return sorted(rows, key=lambda r: (r["candidate"], r["seed"]))
+
+
+def main(folder, out):
+    text = io.StringIO()
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table(folder))
+    atomic_write_bytes(out, text.getvalue().encode())
+    print(f"Wrote {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python bench/screening_table.py FOLDER OUT.csv")
+    main(*sys.argv[1:])
