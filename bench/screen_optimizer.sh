@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Fourth screening round: the optimizer's values (peak learning rate, weight decay, batch
-# size, with dropout) at 15 epochs on --holdout 10000 validation. One thread per run, two
-# runs at a time. Runs go to runs/screen/<candidate>/seed<N>/ (train.log, history.json,
-# weights.pt); a finished run is skipped. Usage: bash bench/screen_optimizer.sh SEEDS [CANDIDATE...]
+# Fourth screening round (results/recipes.md): the optimizer's values (peak learning rate,
+# weight decay, batch size, with dropout) at 15 epochs on --holdout 10000 validation. One
+# thread per run, two runs at a time. Runs go to runs/screen/<candidate>/seed<N>/
+# (train.log, history.json, weights.pt); a finished run is skipped. From the project root:
+#   bash bench/screen_optimizer.sh 1                        # every candidate, seed 1
+#   bash bench/screen_optimizer.sh 2,3,4 o01-default o04-b64-lr10-wd5   # some, seeds 2-4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1}
 shift || true
 declare -A FLAGS=(
+  [o00-reference]="--recipe reference --batch-size 64"
   [o01-default]=""
   [o02-b64-lr05]="--max-lr 0.05"
   [o03-b64-lr05-wd5]="--max-lr 0.05 --weight-decay 5e-4"
@@ -26,12 +29,13 @@ declare -A FLAGS=(
 )
 ORDER="o01-default o11-b128-lr10-wd5-d0 o04-b64-lr10-wd5 o03-b64-lr05-wd5 o02-b64-lr05 o05-b64-lr10-wd5-d0
 o12-b128-lr10-wd5 o10-b128-default o13-b128-lr05-wd5 o06-b64-lr05-wd1e3 o07-b64-lr20-wd5 o08-b64-lr10-wd1e3
-o14-b128-lr20-wd5 o15-b128-lr10-wd1e3 o09-b64-wd5"
+o14-b128-lr20-wd5 o15-b128-lr10-wd1e3 o09-b64-wd5 o00-reference"
 candidates=${*:-$ORDER}
 for seed in ${seeds//,/ }; do
   for name in $candidates; do
     out=runs/screen/$name/seed$seed
     [[ -f $out/history.json ]] && continue
+    [[ -v FLAGS[$name] ]] || { echo "unknown candidate $name" >&2; exit 1; }
     echo "mkdir -p $out && python train.py --holdout 10000 --batch-size 64 --epochs 15 --threads 1 --seed $seed --out-dir $out ${FLAGS[$name]} > $out/train.log 2>&1"
   done
 done | xargs -P 2 -I{} bash -c {}
