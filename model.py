@@ -71,26 +71,30 @@ def conv_block(in_channels, out_channels, dropout, padding=0):
 
 
 class Net(nn.Module):
+    """The reference network; WIDTH scales every channel count (width 1: 7,544 parameters)."""
     architecture = "reference"
+    CHANNELS = (16, 10, 10, 10, 10, 16, 16)  # conv1, conv2, transition, conv3-conv6
 
-    def __init__(self, dropout=DEFAULT_DROPOUT):
+    def __init__(self, dropout=DEFAULT_DROPOUT, width=1.0):
         super().__init__()
+        self.width = width
+        c1, c2, t, c3, c4, c5, c6 = (max(1, round(c * width)) for c in self.CHANNELS)
         # Input block and first convolution block: 28 -> 26 -> 24, receptive field 5.
-        self.conv1 = conv_block(1, 16, dropout)
-        self.conv2 = conv_block(16, 10, dropout)
-        # Transition: a 1x1 conv mixes channels cheaply, then halve the map: 24 -> 12.
+        self.conv1 = conv_block(1, c1, dropout)
+        self.conv2 = conv_block(c1, c2, dropout)
+        # Transition: a 1x1 conv mixes channels cheaply, then halve the map: 24 -> 12 (RF 6).
         self.transition = nn.Sequential(
-            nn.Conv2d(10, 10, kernel_size=1, bias=False),
+            nn.Conv2d(c2, t, kernel_size=1, bias=False),
             nn.MaxPool2d(2, 2),
         )
-        # Second block: 12 -> 10 -> 8 -> 6, then one padded conv at 6x6.
-        self.conv3 = conv_block(10, 10, dropout)
-        self.conv4 = conv_block(10, 10, dropout)
-        self.conv5 = conv_block(10, 16, dropout)
-        self.conv6 = conv_block(16, 16, dropout, padding=1)
-        # Output: global average pool over 6x6, then a 1x1 conv to the 10 classes.
+        # Second block: 12 -> 10 -> 8 -> 6, then one padded conv at 6x6: receptive field 22.
+        self.conv3 = conv_block(t, c3, dropout)
+        self.conv4 = conv_block(c3, c4, dropout)
+        self.conv5 = conv_block(c4, c5, dropout)
+        self.conv6 = conv_block(c5, c6, dropout, padding=1)
+        # Output: global average pool over 6x6 (receptive field 32), then a 1x1 conv to the 10 classes.
         self.gap = nn.AvgPool2d(kernel_size=6)
-        self.classifier = nn.Conv2d(16, 10, kernel_size=1, bias=False)
+        self.classifier = nn.Conv2d(c6, 10, kernel_size=1, bias=False)
 
     def forward(self, x):
         x = self.transition(self.conv2(self.conv1(x)))
@@ -120,7 +124,7 @@ class TinyNet(nn.Module):
         # 12 -> 10 -> 8, then max-pool: 4. Receptive field 16.
         self.block2 = nn.Sequential(conv_block(8, 8, dropout), conv_block(8, 8, dropout),
                                     nn.MaxPool2d(2, 2))
-        # Two padded convolutions at 4x4: receptive field 32.
+        # Two padded convolutions at 4x4: receptive field 32 (44 after the pool over 4x4).
         self.block3 = nn.Sequential(conv_block(8, 8, dropout, padding=1),
                                     conv_block(8, 8, dropout, padding=1))
         self.gap = nn.AvgPool2d(kernel_size=4)
@@ -137,3 +141,50 @@ ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
 
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_fields(model, size=28):
+    """Per layer that has a geometry or parameters, in forward order (the order the modules
+    are registered in, for both networks): its name, output side, receptive field, jump
+    (the input pixels between two neighbouring outputs) and parameters. Computed from each
+    layer's kernel, stride and padding, as r += (k - 1) * j, j *= s."""
+    rows, field, jump = [], 1, 1
+    for name, layer in model.named_modules():
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p = (pair(getattr(layer, key)) for key in ("kernel_size", "stride", "padding"))
+            size = (size + 2 * p - k) // s + 1
+            field, jump = field + (k - 1) * jump, jump * s
+        elif not isinstance(layer, nn.BatchNorm2d):
+            continue
+        rows.append({"layer": name, "kind": type(layer).__name__, "size": size, "field": field, "jump": jump,
+                     "parameters": sum(t.numel() for t in layer.parameters(recurse=False))})
+    return rows
+
+
+def pair(value):
+    """A square layer's kernel, stride or padding as one int."""
+    first = value[0] if isinstance(value, tuple) else value
+    if isinstance(value, tuple) and len(set(value)) != 1:
+        raise ValueError(f"not a square layer: {value}")
+    return first
+
+
+def print_receptive_fields(model):
+    rows = receptive_fields(model)
+    print(f"{'layer':16} {'kind':12} {'output':>8} {'receptive field':>16} {'jump':>5} {'parameters':>11}")
+    for row in rows:
+        side = f"{row['size']}x{row['size']}"
+        print(f"{row['layer']:16} {row['kind']:12} {side:>8} {row['field']:>16} {row['jump']:>5} "
+              f"{row['parameters']:>11,}")
+    print(f"{'total':16} {'':12} {'':>8} {'':>16} {'':>5} {count_parameters(model):>11,}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Each layer's output size, receptive field, jump and "
+                                                 "parameters, computed from the modules.")
+    parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
+    parser.add_argument("--width", type=float, default=1.0, help="the reference network's channel scale")
+    args = parser.parse_args()
+    print_receptive_fields(Net(width=args.width) if args.model == "reference" else TinyNet())

@@ -1,11 +1,12 @@
 """Weights files: what train.py saves and what predict.py, export.py and the page use.
 
 weights.pt holds the network's architecture name ("reference" or "tiny", see
-model.ARCHITECTURES) and its state_dict of CPU tensors: it loads anywhere, into
-the right class. A bare state_dict (the format before there were two networks)
-loads as the reference network. Loading never runs code from the file
-(weights_only=True), and every failure is one WeightsError line that names the
-file and keeps the cause. Imports only torch and the standard library.
+model.ARCHITECTURES), its width where that is not 1 (train.py --width), and its
+state_dict of CPU tensors: it loads anywhere, into the right class. A bare
+state_dict (the format before there were two networks) loads as the reference
+network. Loading never runs code from the file (weights_only=True), and every
+failure is one WeightsError line that names the file and keeps the cause.
+Imports only torch and the standard library.
 """
 
 import pickle
@@ -49,24 +50,26 @@ def safe_load(path, device="cpu"):
 
 
 def read_weights(path, device="cpu"):
-    """(architecture name, state_dict) from a weights file that train.py wrote."""
+    """(architecture name, its keyword arguments, state_dict) from a weights file that train.py wrote."""
     weights = safe_load(path, device)
     if isinstance(weights, dict) and "architecture" in weights and "state_dict" in weights:
-        return weights["architecture"], weights["state_dict"]
-    return "reference", weights  # a bare state_dict, as train.py wrote before TinyNet
+        options = {"width": weights["width"]} if "width" in weights else {}
+        return weights["architecture"], options, weights["state_dict"]
+    return "reference", {}, weights  # a bare state_dict, as train.py wrote before TinyNet
 
 
 def load_model(path, device="cpu"):
     """The network named in the weights file at PATH, in eval mode, with its weights."""
-    name, state = read_weights(path, device)
+    name, options, state = read_weights(path, device)
     if name not in ARCHITECTURES:
         raise WeightsError(f"{path}: weights of an unknown network {name!r} "
                            f"(known: {', '.join(ARCHITECTURES)})")
-    model = ARCHITECTURES[name]().to(device)
+    model = ARCHITECTURES[name](**options).to(device)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:  # another network's tensors, or not a dict
-        raise WeightsError(f"{path}: not weights for the {name} network ({short(error)})") from None
+        described = f"{name} network" + (f" of width {options['width']}" if options else "")
+        raise WeightsError(f"{path}: not weights for the {described} ({short(error)})") from None
     return model.eval()
 
 
@@ -77,4 +80,6 @@ def save_weights(path, model):
     for key in weights:
         weights[key] = weights[key].cpu()
     file = {"architecture": model.architecture, "state_dict": weights}
+    if getattr(model, "width", 1) != 1:  # width-1 files stay as they were
+        file["width"] = model.width
     atomic_write(path, lambda f: torch.save(file, f))

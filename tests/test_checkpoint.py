@@ -277,3 +277,19 @@ def test_a_filesystem_without_locks_goes_on_without_the_lock(tmp_path, monkeypat
     with data.exclusive_lock(tmp_path / ".mnist.lock", log=messages.append):
         inside = True
     assert inside and len(messages) == 1 and "going on without the lock" in messages[0]
+
+
+def test_a_width_is_saved_with_the_weights_and_a_mismatch_is_refused_in_one_line(tmp_path):
+    torch.manual_seed(0)
+    narrow = Net(width=0.7)
+    save_weights(tmp_path / "narrow.pt", narrow)
+    save_weights(tmp_path / "reference.pt", Net())
+    assert torch.load(tmp_path / "narrow.pt", weights_only=True)["width"] == 0.7
+    assert "width" not in torch.load(tmp_path / "reference.pt", weights_only=True)  # as before --width
+    loaded = load_model(tmp_path / "narrow.pt")
+    assert loaded.width == 0.7
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in narrow.state_dict().items())
+    relabelled = torch.load(tmp_path / "narrow.pt", weights_only=True)
+    relabelled["width"] = 0.5
+    torch.save(relabelled, tmp_path / "relabelled.pt")
+    assert "not weights for the reference network of width 0.5" in one_line_error(tmp_path / "relabelled.pt")

@@ -1,6 +1,8 @@
 import ast
+import copy
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -8,7 +10,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import ROOT
-from model import ARCHITECTURES, Dropout, Net, TinyNet, count_parameters
+from model import (
+    ARCHITECTURES,
+    Dropout,
+    Net,
+    TinyNet,
+    count_parameters,
+    print_receptive_fields,
+    receptive_fields,
+)
 from train import print_summary
 
 # The reference torchsummary table: (layer type, output shape, params), row by row.
@@ -114,10 +124,11 @@ def test_dropout_is_a_constructor_argument_and_an_nn_dropout():
 
 
 def test_model_module_imports_only_torch():
+    """No package but torch, and no module of the project (argparse serves `python model.py`)."""
     tree = ast.parse((ROOT / "model.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {name.split(".")[0] for name in imported} == {"torch"}
+    assert {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names) == {"torch"}
 
 
 @pytest.mark.parametrize("p", [0.01, 0.05, 0.5])
@@ -175,3 +186,64 @@ def test_overfits_one_small_batch(architecture):
         optimizer.step()
     assert loss.item() < 0.05
     assert (model(images).argmax(dim=1) == labels).all()
+
+
+def test_width_1_is_the_reference_network_and_width_scales_every_channel():
+    torch.manual_seed(0)
+    before = Net().state_dict()
+    torch.manual_seed(0)
+    same = Net(width=1.0).state_dict()
+    assert list(before) == list(same) and all(torch.equal(before[k], same[k]) for k in before)
+    assert count_parameters(Net(width=1.0)) == 7544
+    half = Net(width=0.5)
+    assert [m.out_channels for m in half.modules() if isinstance(m, nn.Conv2d)] == [8, 5, 5, 5, 5, 8, 8, 10]
+    sizes = [count_parameters(Net(width=w)) for w in (0.5, 0.7, 1.0, 1.2)]
+    assert sizes == sorted(sizes) and sizes[0] < 3000 < sizes[1] < 4000 < 10000 < sizes[3]
+
+
+def measured_field(model, layer, side=96):
+    """The extent, in input pixels, of the non-zero input gradient of one central output
+    position of LAYER. Every weight is positive and max-pools are swapped for average pools
+    of the same geometry, so every path carries gradient: the extent is the receptive field."""
+    model = copy.deepcopy(model).eval()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.MaxPool2d):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child,
+                    nn.AvgPool2d(module.kernel_size, module.stride, module.padding))
+        elif isinstance(module, nn.Conv2d):
+            nn.init.constant_(module.weight, 1.0 / module.weight[0].numel())
+    outputs = {}
+    model.get_submodule(layer).register_forward_hook(lambda m, i, out: outputs.setdefault("y", out))
+    image = torch.ones(1, 1, side, side, requires_grad=True)
+    model(image)
+    y = outputs["y"]
+    y[0, :, y.shape[-2] // 2, y.shape[-1] // 2].sum().backward()
+    rows = image.grad[0, 0].abs().sum(1).nonzero()
+    columns = image.grad[0, 0].abs().sum(0).nonzero()
+    assert rows.max() < side - 1 and rows.min() > 0  # inside the image: nothing clipped
+    assert rows.max() - rows.min() == columns.max() - columns.min()
+    return int(rows.max() - rows.min() + 1)
+
+
+@pytest.mark.parametrize("model, layers", [
+    (Net(), {"conv2.0": 5, "transition.1": 6, "conv4.0": 14, "conv6.0": 22, "gap": 32}),
+    (Net(width=0.6), {"conv3.0": 10, "gap": 32}),
+    (TinyNet(), {"block1.2": 6, "block2.2": 16, "block3.1.0": 32, "gap": 44}),
+], ids=["reference", "reference-width-0.6", "tiny"])
+def test_receptive_field_table_matches_the_measured_one_and_the_comments(model, layers):
+    """The table is computed from kernels, strides and paddings; the gradient measures it. The
+    numbers here are also those the networks' comments give (28 -> 24: 5, ..., 32 at the end)."""
+    table = {row["layer"]: row for row in receptive_fields(model)}
+    for layer, field in layers.items():
+        assert table[layer]["field"] == field == measured_field(model, layer), layer
+    assert sum(row["parameters"] for row in table.values()) == count_parameters(model)
+    assert table["gap"]["size"] == 1
+
+
+def test_python_model_py_prints_the_table(capsys):
+    print_receptive_fields(TinyNet())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["layer", "kind", "output"]
+    assert lines[-1].split() == ["total", "2,962"]
+    assert any(line.split()[:6] == ["block3.1.0", "Conv2d", "4x4", "32", "4", "576"] for line in lines)

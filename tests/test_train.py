@@ -23,7 +23,8 @@ def run_main(data_dir, out_dir, *extra):
 @pytest.mark.parametrize("argv", [
     ["--epochs", "0"], ["--batch-size", "-1"], ["--no-such-flag"], ["--max-lr", "abc"],
     ["--pct-start", "1.5"], ["--dropout", "1"], ["--device", "tpu"], ["--lr", "0.01"],
-    ["--base-momentum", "0.99", "--max-momentum", "0.9"], ["--holdout", "60000"],
+    ["--base-momentum", "0.99", "--max-momentum", "0.9"], ["--holdout", "60000"], ["--width", "0"],
+    ["--model", "tiny", "--width", "0.5"],
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -185,6 +186,13 @@ def test_recipe_reference_is_the_documents_recipe_with_its_open_choices_and_flag
     assert train.parse_args(["--recipe", "reference", "--dropout", "0.1"]).dropout == 0.1
     optimizer, scheduler = train.make_optimizer(Net(), ref, steps_per_epoch=938)
     assert optimizer.param_groups[0]["nesterov"] and scheduler.total_steps == 15 * 938
+
+
+def test_a_narrower_reference_network_trains_and_records_its_width(synthetic_mnist, tmp_path, no_acquisition):
+    run_main(synthetic_mnist, tmp_path, "--epochs", "1", "--width", "0.5")
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["config"]["width"] == 0.5 and history["config"]["parameters"] == 2001
+    assert torch.load(tmp_path / "weights.pt", weights_only=True)["width"] == 0.5
 
 
 def test_tiny_run_saves_its_architecture_and_resume_refuses_another_network(
