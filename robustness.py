@@ -238,7 +238,9 @@ def main(argv=None):
     print(f"{args.checkpoint}: {len(labels)} {args.split} images per corruption, {args.font_count} font "
           f"digits from {len(fonts)} fonts, {seconds:.1f} s")
     if args.json:
-        atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "split": args.split,
+        weights_sha256 = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
+        atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "weights_sha256": weights_sha256,
+                                      "split": args.split,
                                       "count": len(labels), "seed": args.seed, "font_count": args.font_count,
                                       "fonts": len(fonts), "fonts_sha256": fonts_digest(fonts),
                                       "scores": scores, "seconds": seconds})

@@ -62,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=bounded(int, 1), default=None,
                    help="CPU threads per job; default: the cores divided among the jobs")
     p.add_argument("--out-dir", default="runs/seeds")
+    p.add_argument("--robustness", action="store_true",
+                   help="also score each seed's weights with robustness.py on the split it was evaluated on "
+                        "(about 15 s a seed); kept in seedN/robustness.json")
     args, train_flags = p.parse_known_args(argv)
     for own in ("--seed", "--out-dir", "--resume", "--threads"):
         if any(flag == own or flag.startswith(own + "=") for flag in train_flags):
@@ -92,6 +95,29 @@ def read_history(folder):
 def sha256_of(path):
     path = Path(path)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def read_robustness(folder):
+    """robustness.py's scores of the seed's weights, if it scored these very weights."""
+    path = Path(folder) / "robustness.json"
+    if not path.exists():
+        return None
+    scored = json.loads(path.read_text())
+    same_weights = scored.get("weights_sha256") == sha256_of(Path(folder) / "weights.pt")
+    return scored["scores"] if same_weights else None
+
+
+def score_robustness(args):
+    """robustness.py on every finished seed's weights not yet scored, on its evaluated split."""
+    import robustness  # only here: it reads fonts and images that training does not need
+
+    for seed in args.seeds:
+        folder = Path(args.out_dir) / f"seed{seed}"
+        if (folder / "weights.pt").exists() and read_robustness(folder) is None:
+            flags = train.parse_args(seed_flags(args, seed))
+            split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
+            robustness.main(["--checkpoint", str(folder / "weights.pt"), "--data-dir", flags.data_dir, *split,
+                             "--json", str(folder / "robustness.json")])
 
 
 def read_wall_seconds(folder):
@@ -206,6 +232,7 @@ def run_row(folder, seed, history):
             f"best_{split}_loss": history[f"best_{split}_loss"], "curve": curve,
             "seconds": round(sum(row["seconds"] for row in history["epochs"]), 1),
             "wall_seconds": read_wall_seconds(folder), "weights_sha256": sha256_of(folder / "weights.pt"),
+            "robustness": read_robustness(folder),
             # bit for bit only on the same kind of CPU (older histories did not record it)
             "cpu": history["config"].get("cpu"), "cpu_capability": history["config"].get("cpu_capability")}
 
@@ -230,18 +257,32 @@ def summarize(args):
                         "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals),
                         "at_least_99_40_in_last_3": sum(held_target(run["curve"]) for run in runs),
                         "median_wall_seconds": statistics.median(walls) if walls else None,
+                        "robustness": robustness_summary(runs),
                         "cpus": sorted({run["cpu"] or "not recorded" for run in runs})}}
+
+
+def robustness_summary(runs):
+    """Mean and sd over seeds of each robustness score, where every seed was scored."""
+    if not runs or any(run["robustness"] is None for run in runs):
+        return None
+    names = [name for name, value in runs[0]["robustness"].items() if value is not None]
+    values = {name: [run["robustness"][name] for run in runs] for name in names}
+    return {name: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+            for name, v in values.items()}
 
 
 def print_table(result):
     split = result["split"]
     print(f"\n{'seed':>4} {'final %':>8} {'last-3 min':>10} {'best %':>8} {'epoch':>6} {'best loss':>10} "
-          f"{'seconds':>8} {'wall s':>7}")
+          f"{'seconds':>8} {'wall s':>7} {'fonts %':>8} {'robust %':>9}")
     for run in result["runs"]:
         wall = "" if run["wall_seconds"] is None else f"{run['wall_seconds']:.0f}"
+        robust = run["robustness"] or {}
+        fonts, overall = (f"{robust[k]:.2f}" if robust.get(k) is not None else ""
+                          for k in ("fonts", "overall"))
         print(f"{run['seed']:>4} {run[f'final_{split}_acc']:8.2f} {run['last_3_min']:10.2f} "
               f"{run[f'best_{split}_acc']:8.2f} {run['best_epoch']:>6} {run[f'best_{split}_loss']:10.4f} "
-              f"{run['seconds']:8.0f} {wall:>7}")
+              f"{run['seconds']:8.0f} {wall:>7} {fonts:>8} {overall:>9}")
     s = result["summary"]
     print(f"{split} accuracy over {s['n']} seeds: mean {s['mean']:.3f} +/- {s['sd']:.3f} (sd), "
           f"min {s['min']:.2f}, max {s['max']:.2f}; {s['at_least_99_40']} of {s['n']} reach 99.40% at the "
@@ -255,6 +296,8 @@ def main(argv=None):
     print(f"seeds {args.seeds}, {args.jobs} job(s) x {args.threads} thread(s), train.py "
           f"{' '.join(args.train_flags)}, into {args.out_dir}")
     failed = run_seeds(args)
+    if args.robustness:
+        score_robustness(args)
     result = summarize(args)
     if result is not None:
         atomic_write_json(Path(args.out_dir) / "seeds.json", result)

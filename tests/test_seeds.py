@@ -63,6 +63,26 @@ def test_two_seeds_give_a_summary_that_matches_their_runs(seeds_main, tmp_path, 
     assert history_file.stat().st_mtime_ns == before
 
 
+def test_robustness_scores_each_seed_once_and_summarizes_them(seeds_main, tmp_path, monkeypatch, capsys):
+    import robustness
+
+    monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
+    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts: (torch.zeros(10, 1, 28, 28),
+                                                                               torch.arange(10)))
+    assert seeds_main("--seeds", "1-2", "--robustness") == 0
+    result = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    for run in result["runs"]:
+        saved = json.loads((tmp_path / "out" / f"seed{run['seed']}" / "robustness.json").read_text())
+        assert run["robustness"] == saved["scores"] and saved["weights_sha256"] == run["weights_sha256"]
+        assert run["robustness"]["fonts"] == 10.0  # the blank stand-in digits all read as one class
+    fonts = [run["robustness"]["fonts"] for run in result["runs"]]
+    expected = {"mean": statistics.mean(fonts), "sd": statistics.stdev(fonts)}
+    assert result["summary"]["robustness"]["fonts"] == expected
+    assert "fonts %" in capsys.readouterr().out
+    monkeypatch.setattr(robustness, "main", None)  # scored weights are not scored again
+    assert seeds_main("--seeds", "1-2", "--robustness") == 0
+
+
 def test_an_interrupted_seed_resumes_from_its_checkpoint(seeds_main, synthetic_mnist, tmp_path, monkeypatch):
     seed_dir = tmp_path / "out" / "seed1"
     argv = [*FLAGS, "--epochs", "2", "--data-dir", str(synthetic_mnist), "--seed", "1",
