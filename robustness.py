@@ -25,6 +25,7 @@ font score, and overall: the mean of the eight corruptions and the fonts.
 The same flags, fonts and weights give the same figures.
 """
 
+import functools
 import hashlib
 import sys
 import time
@@ -43,7 +44,7 @@ from model import normalize
 from predict import InputError, to_mnist_digit
 from weights import COMMITTED_WEIGHTS, WeightsError, load_model
 
-FONT_FOLDERS = [Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts"]
+FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
 
 
 def uniform(generator, count, low, high, either_sign=False):
@@ -127,6 +128,7 @@ CORRUPTIONS = {"clean": lambda images, generator: images, "shift": shift, "rotat
                "thin": thin, "thick": thick, "blur": blur, "noise": noise, "canvas": canvas}
 
 
+@functools.lru_cache
 def installed_fonts(folders=FONT_FOLDERS):
     """Font files that draw ten distinct digits, once each by file name: the machine's, and
     matplotlib's text fonts (its Computer Modern and other STIX files map digits to symbols)."""

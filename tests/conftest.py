@@ -10,6 +10,7 @@ import torch
 from data import idx_images, idx_labels, raw_dir
 
 ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)  # one thread a test worker (pyproject.toml runs two workers)
 # train.py with acquisition skipped, for tests that run it as a process (seeds.py's jobs)
 TRAIN_WITHOUT_ACQUISITION = Path(__file__).resolve().parent / "train_without_acquisition.py"
 

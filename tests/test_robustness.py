@@ -46,7 +46,7 @@ def test_font_digits_are_balanced_readable_and_fixed_by_the_seed():
 
 def test_a_folder_without_fonts_falls_back_to_matplotlibs(tmp_path):
     (tmp_path / "not-a-font.ttf").write_bytes(b"garbage")
-    fonts = robustness.installed_fonts([tmp_path])
+    fonts = robustness.installed_fonts((tmp_path,))
     assert fonts and all(path.name.startswith(("DejaVu", "STIXGen")) for path in fonts)
 
 

@@ -26,7 +26,7 @@ def seeds_main(synthetic_mnist, tmp_path, monkeypatch):
     return run
 
 
-def test_two_seeds_give_a_summary_that_matches_their_runs(seeds_main, tmp_path, capsys):
+def test_two_seeds_give_a_summary_that_matches_their_runs(seeds_main, tmp_path, capsys, monkeypatch):
     assert seeds_main("--seeds", "1-2", "--jobs", "2", epochs=3) == 0
     result = json.loads((tmp_path / "out" / "seeds.json").read_text())
     finals = [run["final_test_acc"] for run in result["runs"]]
@@ -61,26 +61,28 @@ def test_two_seeds_give_a_summary_that_matches_their_runs(seeds_main, tmp_path, 
     assert seeds_main("--seeds", "1-2", epochs=3) == 0  # a second call trains nothing
     assert "2 seed(s) already finished with these settings: skipped" in capsys.readouterr().out
     assert history_file.stat().st_mtime_ns == before
+    check_robustness_is_scored_once_and_summarized(seeds_main, tmp_path, monkeypatch, capsys)
 
 
-def test_robustness_scores_each_seed_once_and_summarizes_them(seeds_main, tmp_path, monkeypatch, capsys):
+def check_robustness_is_scored_once_and_summarized(seeds_main, tmp_path, monkeypatch, capsys):
+    """--robustness on finished seeds: each seed's weights scored once, kept, and summarized."""
     import robustness
 
     monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
-    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts: (torch.zeros(10, 1, 28, 28),
-                                                                               torch.arange(10)))
-    assert seeds_main("--seeds", "1-2", "--robustness") == 0
+    blank = (torch.zeros(10, 1, 28, 28), torch.arange(10))  # stand-in font digits: all read as one class
+    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts: blank)
+    assert seeds_main("--seeds", "1-2", "--robustness", epochs=3) == 0
     result = json.loads((tmp_path / "out" / "seeds.json").read_text())
     for run in result["runs"]:
         saved = json.loads((tmp_path / "out" / f"seed{run['seed']}" / "robustness.json").read_text())
         assert run["robustness"] == saved["scores"] and saved["weights_sha256"] == run["weights_sha256"]
-        assert run["robustness"]["fonts"] == 10.0  # the blank stand-in digits all read as one class
-    fonts = [run["robustness"]["fonts"] for run in result["runs"]]
-    expected = {"mean": statistics.mean(fonts), "sd": statistics.stdev(fonts)}
-    assert result["summary"]["robustness"]["fonts"] == expected
+        assert run["robustness"]["fonts"] == 10.0
+    overall = [run["robustness"]["overall"] for run in result["runs"]]
+    expected = {"mean": statistics.mean(overall), "sd": statistics.stdev(overall)}
+    assert result["summary"]["robustness"]["overall"] == pytest.approx(expected)
     assert "fonts %" in capsys.readouterr().out
     monkeypatch.setattr(robustness, "main", None)  # scored weights are not scored again
-    assert seeds_main("--seeds", "1-2", "--robustness") == 0
+    assert seeds_main("--seeds", "1-2", "--robustness", epochs=3) == 0
 
 
 def test_an_interrupted_seed_resumes_from_its_checkpoint(seeds_main, synthetic_mnist, tmp_path, monkeypatch):

@@ -141,21 +141,23 @@ def test_command_line_error_has_no_traceback():
 
 
 def top_level_modules(code):
-    """The top-level modules loaded by CODE in a fresh interpreter, and those `import torch` alone loads."""
-    probe = "import sys; {}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
-    loaded = []
-    for statement in (code, "import torch"):
-        done = subprocess.run([sys.executable, "-c", probe.format(statement)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        loaded.append(set(eval(done.stdout)))
-    return loaded
+    """The top-level modules that CODE loads in a fresh interpreter."""
+    probe = f"import sys; {code}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    return set(eval(done.stdout))
+
+
+@pytest.fixture(scope="module")
+def loaded_by_torch():
+    return top_level_modules("import torch")
 
 
 @pytest.mark.parametrize("script, allowed", [("predict", set()), ("export", {"data", "loaders", "evaluate"})])
-def test_using_a_model_imports_no_training_code_and_no_plotting(script, allowed):
+def test_using_a_model_imports_no_training_code_and_no_plotting(script, allowed, loaded_by_torch):
     """predict.py needs only the model layer; export.py may also read MNIST for its parity check.
     torch itself imports tqdm where it is installed (torch.hub), so only what SCRIPT adds counts."""
-    loaded, by_torch = top_level_modules(f"import {script}")
+    loaded, by_torch = top_level_modules(f"import {script}"), loaded_by_torch
     assert {script, "model", "weights"} <= loaded
     unwanted = {"train", "checkpoint", "loaders", "data", "evaluate", "tqdm", "torchsummary", "matplotlib",
                 "utils", "torchvision", "bench"} - allowed

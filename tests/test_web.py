@@ -123,6 +123,21 @@ def page(browser, server):
     tab.page.close()
 
 
+@pytest.fixture(scope="module")
+def pad(browser, server):
+    """One tab shared by the tests that only draw and read (each clears the pad first):
+    loading the page and its model costs about a second a tab."""
+    tab = Page(browser, server)
+    yield tab
+    tab.page.close()
+
+
+@pytest.fixture
+def clear_pad(pad):
+    pad.clear()
+    return pad
+
+
 @pytest.fixture
 def phone(browser, server):
     tab = Page(browser, server, width=390, height=844)
@@ -157,13 +172,15 @@ def test_loads_with_no_console_error_and_no_request_off_its_origin(page, server)
 
 
 @pytest.mark.parametrize(("expected", "how", "strokes"), DRAWINGS, ids=[f"{d[0]} {d[1]}" for d in DRAWINGS])
-def test_mouse_drawn_digits_are_read(page, expected, how, strokes):
-    assert page.draw(*strokes) == expected
-    page.clear()
-    assert page.page.locator("#digit").text_content() == "–"
+def test_mouse_drawn_digits_are_read(clear_pad, expected, how, strokes):
+    assert clear_pad.draw(*strokes) == expected
+    clear_pad.clear()
+    assert clear_pad.page.locator("#digit").text_content() == "–"
+    assert clear_pad.errors == []
 
 
-def test_screenshot_after_drawing_shows_the_digit_its_probabilities_and_time(page, tmp_path):
+def test_screenshot_after_drawing_shows_the_digit_its_probabilities_and_time(clear_pad, tmp_path):
+    page = clear_pad
     assert page.draw(*DRAWINGS[5][2]) == "7"
     path = Path(os.environ.get("WEB_SCREENSHOT", tmp_path / "screenshot.png"))
     page.page.screenshot(path=path)
@@ -240,7 +257,8 @@ def test_on_a_phone_the_pad_and_the_answer_fit_one_screen(phone):
         assert box["y"] >= 0 and box["y"] + box["height"] <= 844, selector
 
 
-def test_classify_accepts_image_data_and_canvas_alike(page):
+def test_classify_accepts_image_data_and_canvas_alike(clear_pad):
+    page = clear_pad
     page.draw(*DRAWINGS[3][2])
     same = page.page.evaluate("""async () => {
         const pad = document.querySelector('#pad');
@@ -278,7 +296,8 @@ def parity_digits(source):
 @pytest.mark.parametrize("source", [
     pytest.param("MNIST", marks=pytest.mark.skipif(not REAL_MNIST, reason="real MNIST is not in ./data")),
     "synthetic"])
-def test_page_agrees_with_predict_py(page, tmp_path, source):
+def test_page_agrees_with_predict_py(pad, tmp_path, source):
+    page = pad
     images = parity_digits(source)
     paths, urls = [], []
     for i, image in enumerate(images):
