@@ -3,6 +3,7 @@
     python seeds.py --seeds 1-10                          # the default recipe -> runs/seeds/
     python seeds.py --seeds 1-3 --holdout 10000 --dropout 0.01 --out-dir runs/screen-d01
     python seeds.py --seeds 1-5 --batch-size 128 --out-dir runs/seeds-bs128
+    python seeds.py --seeds 1-20 --robustness             # also robustness.py on each seed's weights
 
 Each seed is an ordinary `python train.py --seed N --threads T --out-dir OUT/seedN
 [train.py flags]` run, with its own train.log, history.json and checkpoint.pt,
