@@ -3,8 +3,9 @@ run (as the train.py command that repeats it), its seed, device and CPU, and its
 
     python bench/screening_table.py runs/screen results/screening/round-4.csv
 
-FOLDER holds <candidate>/seed<N>/history.json. A flag that the code has since dropped is
-written as it was given then (the round's commit has it).
+FOLDER holds <candidate>/seed<N>/history.json, and robustness.json where the run's weights
+were scored (python robustness.py --split val --checkpoint W --json ...). A flag that the
+code has since dropped is written as it was given then (the round's commit has it).
 """
 
 import csv
@@ -20,7 +21,7 @@ from files import atomic_write_bytes  # noqa: E402 (the project's modules are on
 NOT_FLAGS = {"recipe", "out_dir", "resume", "data_dir", "eval_split", "torch", "parameters", "cpu",
              "cpu_capability", "device", "test_batch_size", "deterministic", "teacher_sha256"}
 COLUMNS = ["candidate", "seed", "device", "cpu", "torch", "final_val_acc", "last_3_min", "best_val_acc",
-           "best_epoch", "seconds", "parameters", "command"]
+           "best_epoch", "seconds", "parameters", "robust_fonts", "robust_overall", "command"]
 
 
 def command(config):
@@ -39,20 +40,25 @@ def command(config):
     return " ".join(word for word in words if word)
 
 
-def row(candidate, history):
+def row(candidate, history, robustness=None):
+    """ROBUSTNESS: the run's robustness.json (python robustness.py --split val ...), if scored."""
     config, curve = history["config"], [epoch["val_acc"] for epoch in history["epochs"]]
     best = max(range(len(curve)), key=lambda i: curve[i])
+    scores = {k: round(v, 2) for k, v in robustness["scores"].items() if v is not None} if robustness else {}
     return {"candidate": candidate, "seed": config["seed"], "device": config.get("device"),
             "cpu": config.get("cpu", ""), "torch": config.get("torch", ""), "final_val_acc": curve[-1],
             "last_3_min": min(curve[-3:]), "best_val_acc": curve[best], "best_epoch": best + 1,
             "seconds": round(sum(epoch["seconds"] for epoch in history["epochs"])),
-            "parameters": config.get("parameters", ""), "command": command(config)}
+            "parameters": config.get("parameters", ""), "robust_fonts": scores.get("fonts", ""),
+            "robust_overall": scores.get("overall", ""), "command": command(config)}
 
 
 def table(folder):
     rows = []
     for path in sorted(Path(folder).glob("*/seed*/history.json")):
-        rows.append(row(path.parent.parent.name, json.loads(path.read_text())))
+        scored = path.with_name("robustness.json")
+        robustness = json.loads(scored.read_text()) if scored.exists() else None
+        rows.append(row(path.parent.parent.name, json.loads(path.read_text()), robustness))
     return sorted(rows, key=lambda r: (r["candidate"], r["seed"]))
 
 
