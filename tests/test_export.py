@@ -4,7 +4,7 @@ import torch
 
 import export
 from conftest import ROOT
-from model import ARCHITECTURES, Net
+from model import Net, TinyNet
 from weights import COMMITTED_WEIGHTS, load_model, save_weights
 
 
@@ -36,11 +36,11 @@ def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
     assert [d.dim_value for d in image.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("network", [Net(), TinyNet(), Net(width=0.7)], ids=["reference", "tiny", "w0.7"])
 def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys,
-                                                   architecture):
+                                                   network):
     checkpoint = tmp_path / "weights.pt"
-    save_weights(checkpoint, ARCHITECTURES[architecture]())
+    save_weights(checkpoint, network)
     export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
                  "--data-dir", str(synthetic_mnist)])
     printed = capsys.readouterr().out
