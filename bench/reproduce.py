@@ -1,0 +1,47 @@
+"""Run seeds of a committed table again from their recorded flags and compare the weights.
+
+    python bench/reproduce.py results/seeds-bs64 --seeds 1,2
+
+Reads TABLE/seeds.json (its train_flags, each seed's weights SHA-256 and CPU), trains the
+seeds again with `python seeds.py` into runs/reproduce/<table>/, and prints, per seed,
+whether the new weights are byte for byte the recorded ones. A run repeats bit for bit
+only on the kind of CPU that made it, so a seed recorded on another CPU is reported as such.
+Exits 1 if a seed made on this kind of CPU differs.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import seeds  # noqa: E402 (the project's modules are one folder up)
+from cli import cpu_name  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("table", help="a folder with seeds.json")
+    p.add_argument("--seeds", type=seeds.seed_list, required=True)
+    p.add_argument("--jobs", type=int, default=1)
+    args = p.parse_args(argv)
+    recorded = json.loads((Path(args.table) / "seeds.json").read_text())
+    runs = {run["seed"]: run for run in recorded["runs"]}
+    out = Path("runs") / "reproduce" / Path(args.table).name
+    seeds.main(["--seeds", ",".join(map(str, args.seeds)), "--jobs", str(args.jobs), "--out-dir", str(out),
+                *recorded["train_flags"]])
+    differing = 0
+    for seed in args.seeds:
+        expected, got = runs[seed]["weights_sha256"], seeds.sha256_of(out / f"seed{seed}" / "weights.pt")
+        same_cpu = cpu_name() in (runs[seed]["cpu"] or "")
+        if expected is None:
+            verdict = "no recorded SHA-256 to compare with"
+        else:
+            verdict = "byte for byte the same" if got == expected else "DIFFERENT"
+        print(f"seed {seed}: {verdict} (now {got}); recorded on {runs[seed]['cpu']}, now on {cpu_name()}")
+        differing += expected is not None and got != expected and same_cpu
+    return 1 if differing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
