@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fourth screening round (results/recipes.md): the optimizer's values (peak learning rate,
+# Fifth screening round (results/recipes.md): the optimizer's values (peak learning rate,
 # weight decay, batch size, with dropout) at 15 epochs on --holdout 10000 validation. One
 # thread per run, two runs at a time. Runs go to runs/screen/<candidate>/seed<N>/
 # (train.log, history.json, weights.pt); a finished run is skipped. From the project root:
