@@ -1,12 +1,15 @@
 """Apply the fifth screening round's rule (results/recipes.md) to its table and print the choice.
 
     python bench/pick_recipe.py results/screening/round-5-optimizer.csv
+    python bench/pick_recipe.py results/screening/round-5-optimizer.csv o10-b128-default o13-b128-lr05-wd5
 
 Per finalist, over seeds 1-4: the minimum and mean of `last_3_min` (the lowest validation
 accuracy over epochs 13-15), the mean final accuracy, and the mean and sd of robustness's
 `overall`. A finalist whose mean `overall` is below the better baseline's by more than two
 standard errors of the difference is rejected; of the rest, the highest minimum of
 `last_3_min` wins (within 0.01: the higher mean, then the higher mean final accuracy).
+Given names, the first is the only baseline and all of them are the finalists (the
+rule's batch-128 half: today's default at batch 128 against the winner's values there).
 """
 
 import csv
@@ -28,11 +31,11 @@ def summary(rows):
             "robust_sd": statistics.stdev(robust) if len(robust) > 1 else 0.0}
 
 
-def main(path):
+def main(path, finalists=FINALISTS, baselines=BASELINES):
     with open(path) as table:
-        rows = [r for r in csv.DictReader(table) if r["seed"] in SEEDS and r["candidate"] in FINALISTS]
-    stats = {name: summary([r for r in rows if r["candidate"] == name]) for name in FINALISTS}
-    baseline = max(BASELINES, key=lambda name: stats[name]["robust_mean"])
+        rows = [r for r in csv.DictReader(table) if r["seed"] in SEEDS and r["candidate"] in finalists]
+    stats = {name: summary([r for r in rows if r["candidate"] == name]) for name in finalists}
+    baseline = max(baselines, key=lambda name: stats[name]["robust_mean"])
     b = stats[baseline]
     print(f"{'finalist':20} {'seeds':>5} {'min low':>8} {'mean low':>9} {'mean final':>11} {'robust':>14} "
           "verdict")
@@ -54,6 +57,9 @@ def main(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python bench/pick_recipe.py ROUND.csv")
-    main(sys.argv[1])
+    if len(sys.argv) == 2:
+        main(sys.argv[1])
+    elif len(sys.argv) > 3:
+        main(sys.argv[1], sys.argv[2:], sys.argv[2:3])
+    else:
+        sys.exit("usage: python bench/pick_recipe.py ROUND.csv [BASELINE FINALIST...]")
