@@ -38,7 +38,7 @@ SEED_TABLE = [
     ("Dropout", [16, 6, 6], 0),
     ("AvgPool2d", [16, 1, 1], 0), ("Conv2d", [10, 1, 1], 160),
 ]
-# TinyNet's table, as in the README.
+# TinyNet's torchsummary table, as python train.py --model tiny prints it.
 TINY_TABLE = [
     ("Conv2d", [6, 26, 26], 54), ("ReLU", [6, 26, 26], 0), ("BatchNorm2d", [6, 26, 26], 12),
     ("Dropout", [6, 26, 26], 0),
