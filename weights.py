@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from files import atomic_write
+from files import atomic_write, one_line
 from model import ARCHITECTURES
 
 COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the reference run's, in git
@@ -23,12 +23,6 @@ COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the refere
 
 class WeightsError(Exception):
     """A weights or checkpoint file that cannot be used; the message names the file."""
-
-
-def short(error, limit=160):
-    """An exception's message on one line, at most LIMIT characters."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def safe_load(path, device="cpu"):
@@ -44,9 +38,10 @@ def safe_load(path, device="cpu"):
         raise WeightsError(f"{path}: is a directory, not a file") from None
     except pickle.UnpicklingError as error:
         raise WeightsError(f"{path}: not a PyTorch weights file, or one that would run code "
-                           f"to load (refused: weights_only=True): {short(error)}") from None
+                           f"to load (refused: weights_only=True): {one_line(error, 160)}") from None
     except (EOFError, RuntimeError, ValueError, OSError) as error:  # what torch.load raises for a bad file
-        raise WeightsError(f"{path}: cannot be loaded ({type(error).__name__}: {short(error)})") from None
+        reason = f"{type(error).__name__}: {one_line(error, 160)}"
+        raise WeightsError(f"{path}: cannot be loaded ({reason})") from None
 
 
 def read_weights(path, device="cpu"):
@@ -69,7 +64,7 @@ def load_model(path, device="cpu"):
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:  # another network's tensors, or not a dict
         described = f"{name} network" + (f" of width {options['width']}" if options else "")
-        raise WeightsError(f"{path}: not weights for the {described} ({short(error)})") from None
+        raise WeightsError(f"{path}: not weights for the {described} ({one_line(error, 160)})") from None
     return model.eval()
 
 
