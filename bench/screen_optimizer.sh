@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1}
 shift || true
+# The defaults when this round ran; each candidate's flags change them (the winner, o03,
+# is today's default).
+BASE="--max-lr 0.02 --weight-decay 1e-4"
 declare -A FLAGS=(
   [o00-reference]="--recipe reference --batch-size 64"
   [o01-default]=""
@@ -36,6 +39,6 @@ for seed in ${seeds//,/ }; do
     out=runs/screen/$name/seed$seed
     [[ -f $out/history.json ]] && continue
     [[ -v FLAGS[$name] ]] || { echo "unknown candidate $name" >&2; exit 1; }
-    echo "mkdir -p $out && python train.py --holdout 10000 --batch-size 64 --epochs 15 --threads 1 --seed $seed --out-dir $out ${FLAGS[$name]} > $out/train.log 2>&1"
+    echo "mkdir -p $out && python train.py --holdout 10000 --batch-size 64 --epochs 15 --threads 1 --seed $seed --out-dir $out $BASE ${FLAGS[$name]} > $out/train.log 2>&1"
   done
 done | xargs -P 2 -I{} bash -c {}

@@ -73,7 +73,7 @@ def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition
     stop_at_epoch(monkeypatch, 2)
     with pytest.raises(SystemExit):
         run(synthetic_mnist, tmp_path)
-    for flags, message in [(["--max-lr", "0.05"], "other settings: max_lr 0.02 (now 0.05)"),
+    for flags, message in [(["--max-lr", "0.1"], "other settings: max_lr 0.05 (now 0.1)"),
                            (["--rotation", "5"], "rotation 7.0 (now 5.0)"),
                            (["--batch-size", "64"], "batch_size 32 (now 64)")]:  # a CUDA default, say
         with pytest.raises(SystemExit) as refused:

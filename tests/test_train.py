@@ -34,12 +34,13 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, capsys):
     assert len(err.strip().splitlines()) == 1 and "error:" in err
 
 
-def test_defaults_are_the_reference_optimizer_and_schedule():
+def test_defaults_are_the_reference_schedule_with_the_chosen_peak_and_weight_decay():
     args = train.parse_args([])
     optimizer, scheduler = train.make_optimizer(Net(), args, steps_per_epoch=938)
     group = optimizer.param_groups[0]
-    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.95, 1e-4, True)
-    assert group["lr"] == pytest.approx(0.02 / 25) and group["initial_lr"] == pytest.approx(0.02 / 25)
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.95, 5e-4, True)
+    assert group["lr"] == pytest.approx(0.05 / 25) and group["initial_lr"] == pytest.approx(0.05 / 25)
+    assert (args.max_lr, args.pct_start, args.div_factor) == (0.05, 0.2, 25.0)
     assert scheduler.total_steps == 15 * 938
     assert (args.epochs, args.seed, args.batch_size, args.out_dir) == (15, 1, None, "runs/seed1")
 
@@ -87,7 +88,7 @@ def test_learning_rate_follows_one_cycle_per_batch(synthetic_mnist, tmp_path, no
     """Stepped every batch, the last batch runs at max_lr / div_factor / final_div_factor;
     stepped once an epoch, it would still be near max_lr / div_factor."""
     history = run_main(synthetic_mnist, tmp_path, "--epochs", "2", "--rotation", "0")
-    assert history[-1]["lr"] == pytest.approx(0.02 / 25 / 1e4, rel=1e-9)
+    assert history[-1]["lr"] == pytest.approx(0.05 / 25 / 1e4, rel=1e-9)
 
 
 def test_same_seed_gives_bitwise_same_weights(synthetic_mnist, tmp_path, no_acquisition):
