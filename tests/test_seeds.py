@@ -85,6 +85,17 @@ def check_robustness_is_scored_once_and_summarized(seeds_main, tmp_path, monkeyp
     assert seeds_main("--seeds", "1-2", "--robustness", epochs=3) == 0
 
 
+def test_the_robust_seed_is_the_best_on_fonts_of_those_holding_the_target_in_the_last_three_epochs():
+    def run(seed, curve, fonts):
+        return {"seed": seed, "curve": curve, "robustness": None if fonts is None else {"fonts": fonts}}
+
+    held, dipped = [99.5, 99.4, 99.45, 99.41], [99.5, 99.6, 99.39, 99.6]  # dipped: under 99.40 at epoch 3
+    runs = [run(1, held, 90.0), run(2, dipped, 95.0), run(3, held, 92.0), run(4, held, 92.0),
+            run(5, held, None)]
+    assert seeds.robust_seed(runs) == 3  # 2 reads fonts best but dipped; 3 and 4 tie: the lower seed
+    assert seeds.robust_seed([run(2, dipped, 95.0), run(5, held, None)]) is None
+
+
 def test_an_interrupted_seed_resumes_from_its_checkpoint(seeds_main, synthetic_mnist, tmp_path, monkeypatch):
     seed_dir = tmp_path / "out" / "seed1"
     argv = [*FLAGS, "--epochs", "2", "--data-dir", str(synthetic_mnist), "--seed", "1",
