@@ -277,7 +277,8 @@ def robustness_summary(runs):
 def robust_seed(runs):
     """The seed to ship: of those at 99.40% or more in each of the last three epochs, the one
     that reads the font-rendered digits best (they hold no MNIST image); None without scores."""
-    held = [run for run in runs if held_target(run["curve"]) and (run["robustness"] or {}).get("fonts")]
+    held = [run for run in runs
+            if held_target(run["curve"]) and (run["robustness"] or {}).get("fonts") is not None]
     return max(held, key=lambda run: (run["robustness"]["fonts"], -run["seed"]))["seed"] if held else None
 
 

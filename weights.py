@@ -18,7 +18,7 @@ import torch
 from files import atomic_write, one_line
 from model import ARCHITECTURES
 
-COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the reference run's, in git
+COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the shipped model, in git
 
 
 class WeightsError(Exception):
