@@ -1,10 +1,11 @@
 """The accuracy-parameters frontier: parameters (log axis) against final test accuracy, one
 dot per seed, each size's mean +/- sd, the 99.4% line, and public single runs drawn apart.
 
-    python bench/frontier.py results/frontier/w0.6 results/frontier/w0.7 ... --out results/frontier
+    python bench/frontier.py results/frontier/w0.7 results/seeds-bs64 ... --seeds 1-5 --out results/frontier
 
-Each FOLDER is a `python seeds.py` output (seeds.json). Writes OUT/frontier.png and
-OUT/frontier.md (one row per size) and prints the table.
+Each FOLDER is a `python seeds.py` output (seeds.json); --seeds keeps those seeds of each
+(every folder must have them). Writes OUT/frontier.png and OUT/frontier.md (one row per
+size) and prints the table.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from files import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
+from seeds import seed_list  # noqa: E402
 from utils import TARGET_ACCURACY, save_figure  # noqa: E402
 
 # Public MNIST networks under 8K parameters with a logged test accuracy, each a single run
@@ -29,13 +31,16 @@ PUBLIC_SINGLE_RUNS = [(3762, 99.52, "3,762: one run (a second run of it peaked a
                       (4838, 99.41, "4,838: one run"), (5760, 99.42, "5,760: one run")]
 
 
-def size_row(folder):
+def size_row(folder, seeds=None):
     result = json.loads((Path(folder) / "seeds.json").read_text())
-    finals = [run[f"final_{result['split']}_acc"] for run in result["runs"]]
+    runs = [run for run in result["runs"] if seeds is None or run["seed"] in seeds]
+    if seeds is not None and len(runs) != len(seeds):
+        sys.exit(f"error: {folder} does not have every seed of {seeds}")
+    finals = [run[f"final_{result['split']}_acc"] for run in runs]
     config = result["config"]
     return {"folder": str(folder), "model": config.get("model", "reference"),
             "width": config.get("width", 1.0),
-            "parameters": config["parameters"], "seeds": [run["seed"] for run in result["runs"]],
+            "parameters": config["parameters"], "seeds": [run["seed"] for run in runs],
             "finals": finals, "mean": statistics.mean(finals),
             "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0, "min": min(finals),
             "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals)}
@@ -80,9 +85,10 @@ def table(rows):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+")
+    p.add_argument("--seeds", type=seed_list, help="e.g. 1-5; default: every seed of each folder")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    rows = sorted((size_row(folder) for folder in args.folders), key=lambda row: row["parameters"])
+    rows = sorted((size_row(folder, args.seeds) for folder in args.folders), key=lambda r: r["parameters"])
     Path(args.out).mkdir(parents=True, exist_ok=True)
     plot(rows, Path(args.out) / "frontier.png")
     atomic_write_bytes(Path(args.out) / "frontier.md", table(rows).encode())

@@ -1,10 +1,11 @@
-"""bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted."""
+"""bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
+bench/frontier.py on hand-made seeds.py outputs."""
 
 import json
 
 import pytest
 
-from bench import step
+from bench import frontier, step
 
 
 def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path, no_acquisition,
@@ -51,3 +52,29 @@ def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, no_acquisition, 
     text = str(exit_info.value.code) + capsys.readouterr().err
     assert message in text and len(text.strip().splitlines()) == 1
     assert not (tmp_path / "b.json").exists()
+
+
+def write_table(folder, parameters, finals, width=1.0):
+    folder.mkdir()
+    runs = [{"seed": seed, "final_test_acc": acc} for seed, acc in enumerate(finals, start=1)]
+    config = {"model": "reference", "width": width, "parameters": parameters}
+    (folder / "seeds.json").write_text(json.dumps({"config": config, "split": "test", "runs": runs}))
+    return str(folder)
+
+
+def test_frontier_keeps_the_seeds_asked_for_and_sorts_by_size(tmp_path):
+    big = write_table(tmp_path / "w1", 7544, [99.40, 99.50, 99.30, 99.90])
+    small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
+    rows = frontier.main([big, small, "--seeds", "1-3", "--out", str(tmp_path / "out")])
+    assert [row["parameters"] for row in rows] == [3723, 7544]
+    assert rows[1]["finals"] == [99.40, 99.50, 99.30] and rows[1]["mean"] == pytest.approx(99.40)
+    assert rows[1]["min"] == 99.30 and rows[1]["at_least_99_40"] == 2
+    markdown = (tmp_path / "out" / "frontier.md").read_text()
+    assert "| reference, width 0.7 | 3,723 | 1-3 | 99.40 ± 0.10% | 99.30% | 2 of 3 |" in markdown
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+
+
+def test_frontier_refuses_a_table_without_a_seed_asked_for(tmp_path):
+    small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
+    with pytest.raises(SystemExit, match="does not have every seed"):
+        frontier.main([small, "--seeds", "1-4", "--out", str(tmp_path / "out")])
