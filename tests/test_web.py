@@ -242,8 +242,15 @@ def test_an_image_is_chosen_from_the_keyboard(page, tmp_path):
         if page.page.evaluate("document.activeElement.id") == "file":
             break
     assert page.page.evaluate("document.activeElement.id") == "file"
-    with page.page.expect_file_chooser() as chooser:
-        page.page.keyboard.press("Space")
+    from playwright.sync_api import TimeoutError as NoChooser  # the page fixture has checked it imports
+
+    for attempt in range(3):  # headless Chromium now and then drops the first key press's chooser
+        try:
+            with page.page.expect_file_chooser(timeout=5000) as chooser:
+                page.page.keyboard.press("Space")
+            break
+        except NoChooser:
+            assert attempt < 2, "Space on the focused file input never opened a file chooser"
     chooser.value.set_files(tmp_path / "one.png")
     page.page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Read as 1')")
     assert page.page.locator("#digit").text_content() == "1"
