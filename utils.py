@@ -4,6 +4,7 @@ many-seed summary (seeds.png)."""
 import matplotlib
 
 matplotlib.use("Agg")  # write PNGs with no display (servers, CI, Colab)
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from files import atomic_write  # noqa: E402
@@ -87,14 +88,15 @@ def plot_seeds(curves, split, path):
     lows = [min(a[-LAST_EPOCHS:]) for a in curves.values()]
     colors = ["tab:green" if held_target(a) else "tab:orange" for a in curves.values()]
     right.bar(labels, finals, color=colors)
-    for color, what in (("tab:green", "held"), ("tab:orange", "not held")):  # one legend entry a colour
-        right.bar(labels[:1], [0], color=color, label=f"final epoch; last {LAST_EPOCHS} {what}")
+    bar_colors = [matplotlib.patches.Patch(color=color, label=f"final epoch; last {LAST_EPOCHS} {what}")
+                  for color, what in (("tab:green", "held"), ("tab:orange", "not held"))]
     right.plot(labels, lows, "o", color="black", label=f"lowest of the last {LAST_EPOCHS}")
     right.axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1, label="99.40%")
     right.set_ylim(min(*lows, TARGET_ACCURACY) - 0.1, max(*finals, TARGET_ACCURACY) + 0.1)
     at_end, held = sum(f >= TARGET_ACCURACY for f in finals), colors.count("tab:green")
     right.set(title=f"Per seed: {at_end} of {len(finals)} at 99.40% at the end, {held} in each of the last "
                     f"{LAST_EPOCHS}", xlabel="seed", ylabel=f"{name} accuracy (%)")
-    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    right.legend(handles=bar_colors + right.get_legend_handles_labels()[0], loc="upper center",
+                 bbox_to_anchor=(0.5, -0.12), ncol=2)
     right.grid(alpha=0.3, axis="y")
     save_figure(fig, path)
