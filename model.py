@@ -13,6 +13,8 @@ deviation (normalize). This module imports only torch: using a network needs
 no training or data code.
 """
 
+import argparse
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -70,15 +72,24 @@ def conv_block(in_channels, out_channels, dropout, padding=0):
     )
 
 
+def scaled_channels(width):
+    """The reference's channel counts times WIDTH, rounded, at least 1 each."""
+    return tuple(max(1, round(c * width)) for c in Net.CHANNELS)
+
+
 class Net(nn.Module):
-    """The reference network; WIDTH scales every channel count (width 1: 7,544 parameters)."""
+    """The reference network (7,544 parameters). WIDTH scales every channel count; CHANNELS
+    sets all seven (conv1, conv2, transition, conv3-conv6) and overrides WIDTH."""
     architecture = "reference"
     CHANNELS = (16, 10, 10, 10, 10, 16, 16)  # conv1, conv2, transition, conv3-conv6
 
-    def __init__(self, dropout=DEFAULT_DROPOUT, width=1.0):
+    def __init__(self, dropout=DEFAULT_DROPOUT, width=1.0, channels=None):
         super().__init__()
         self.width = width
-        c1, c2, t, c3, c4, c5, c6 = (max(1, round(c * width)) for c in self.CHANNELS)
+        self.channels = tuple(channels) if channels is not None else scaled_channels(width)
+        if len(self.channels) != len(self.CHANNELS) or min(self.channels) < 1:
+            raise ValueError(f"channels must be {len(self.CHANNELS)} counts >= 1, not {self.channels}")
+        c1, c2, t, c3, c4, c5, c6 = self.channels
         # Input block and first convolution block: 28 -> 26 -> 24, receptive field 5.
         self.conv1 = conv_block(1, c1, dropout)
         self.conv2 = conv_block(c1, c2, dropout)
@@ -139,6 +150,29 @@ class TinyNet(nn.Module):
 ARCHITECTURES = {cls.architecture: cls for cls in (Net, TinyNet)}
 
 
+def shape_options(model):
+    """The keyword arguments, beyond the class, that rebuild MODEL's shape: {} for the
+    reference network and the tiny one, {"width": W} for a scaled one, {"channels": [...]}
+    for any other channel counts. Weights files record them."""
+    if not isinstance(model, Net) or model.channels == Net.CHANNELS:
+        return {}
+    if model.channels == scaled_channels(model.width):
+        return {"width": model.width}
+    return {"channels": list(model.channels)}
+
+
+def channel_counts(text):
+    """'16,10,10,10,10,16,16' -> [16, 10, ...]: seven whole numbers from 1 to 1024."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) != len(Net.CHANNELS) or not all(1 <= c <= 1024 for c in counts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {len(Net.CHANNELS)} channel counts "
+                                         "from 1 to 1024, like 16,10,10,10,10,16,16")
+    return counts
+
+
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -180,11 +214,14 @@ def print_receptive_fields(model):
 
 
 if __name__ == "__main__":
-    import argparse
-
     parser = argparse.ArgumentParser(description="Each layer's output size, receptive field, jump and "
                                                  "parameters, computed from the modules.")
     parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
     parser.add_argument("--width", type=float, default=1.0, help="the reference network's channel scale")
+    parser.add_argument("--channels", type=channel_counts,
+                        help="the reference network's seven channel counts, e.g. 16,10,10,10,10,16,16")
     args = parser.parse_args()
-    print_receptive_fields(Net(width=args.width) if args.model == "reference" else TinyNet())
+    if args.model == "reference":
+        print_receptive_fields(Net(width=args.width, channels=args.channels))
+    else:
+        print_receptive_fields(TinyNet())

@@ -36,7 +36,16 @@ from data import DataError, ensure_mnist
 from evaluate import evaluate
 from files import atomic_write_json
 from loaders import Augmentation, make_loaders
-from model import ARCHITECTURES, DEFAULT_DROPOUT, MNIST_MEAN, MNIST_STD, Net, TinyNet, count_parameters
+from model import (
+    ARCHITECTURES,
+    DEFAULT_DROPOUT,
+    MNIST_MEAN,
+    MNIST_STD,
+    Net,
+    TinyNet,
+    channel_counts,
+    count_parameters,
+)
 from utils import plot_history, plot_misclassified
 from weights import WeightsError, save_weights
 
@@ -94,6 +103,9 @@ def add_model_flags(p):
              f"own defaults: {as_flags(MODEL_RECIPES['tiny'])}")
     add("--width", type=bounded(float, 0, 8, low_open=True), default=1.0,
         help="scales every channel count of the reference network (python model.py --width W: its table)")
+    add("--channels", type=channel_counts, default=None, metavar="C1,C2,T,C3,C4,C5,C6",
+        help="the reference network's seven channel counts (16,10,10,10,10,16,16 is the default "
+             "network); overrides --width")
     add("--dropout", type=bounded(float, 0, 0.99), default=DEFAULT_DROPOUT, help="after every conv block")
     add("--rotation", type=bounded(float, 0, 180), default=7.0, help="random rotation, +/- degrees")
     add("--translate", type=bounded(float, 0, 0.5), default=0.0, help="random shift, +/- image fraction")
@@ -130,8 +142,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.base_momentum > args.max_momentum:
         p.error("--base-momentum must not exceed --max-momentum")
-    if args.width != 1 and args.model != "reference":
-        p.error("--width scales the reference network only")
+    if (args.width != 1 or args.channels) and args.model != "reference":
+        p.error("--width and --channels shape the reference network only")
+    if args.width != 1 and args.channels:
+        p.error("give --width or --channels, not both")
     if args.device != "auto" and not cli.device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
     args.out_dir = args.out_dir or str(Path("runs") / f"seed{args.seed}")
@@ -241,7 +255,8 @@ def setup(args):
     augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation)
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
                                              holdout=args.holdout, **sizes)
-    model = (Net(args.dropout, args.width) if args.model == "reference" else TinyNet(args.dropout)).to(device)
+    model = (Net(args.dropout, args.width, args.channels) if args.model == "reference"
+             else TinyNet(args.dropout)).to(device)
     config["parameters"] = count_parameters(model)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None

@@ -1,7 +1,8 @@
 """Weights files: what train.py saves and what predict.py, export.py and the page use.
 
 weights.pt holds the network's architecture name ("reference" or "tiny", see
-model.ARCHITECTURES), its width where that is not 1 (train.py --width), and its
+model.ARCHITECTURES), its shape where that is not the default (the width of train.py
+--width, or the channel counts of --channels: model.shape_options), and its
 state_dict of CPU tensors: it loads anywhere, into the right class. A bare
 state_dict (the format before there were two networks) loads as the reference
 network. Loading never runs code from the file (weights_only=True), and every
@@ -16,9 +17,12 @@ from pathlib import Path
 import torch
 
 from files import atomic_write, one_line
-from model import ARCHITECTURES
+from model import ARCHITECTURES, shape_options
 
 COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the shipped model, in git
+
+
+SHAPE_KEYS = ("width", "channels")  # what shape_options may record
 
 
 class WeightsError(Exception):
@@ -48,7 +52,7 @@ def read_weights(path, device="cpu"):
     """(architecture name, its keyword arguments, state_dict) from a weights file that train.py wrote."""
     weights = safe_load(path, device)
     if isinstance(weights, dict) and "architecture" in weights and "state_dict" in weights:
-        options = {"width": weights["width"]} if "width" in weights else {}
+        options = {key: weights[key] for key in SHAPE_KEYS if key in weights}
         return weights["architecture"], options, weights["state_dict"]
     return "reference", {}, weights  # a bare state_dict, as train.py wrote before TinyNet
 
@@ -59,11 +63,12 @@ def load_model(path, device="cpu"):
     if name not in ARCHITECTURES:
         raise WeightsError(f"{path}: weights of an unknown network {name!r} "
                            f"(known: {', '.join(ARCHITECTURES)})")
-    model = ARCHITECTURES[name](**options).to(device)
     try:
+        model = ARCHITECTURES[name](**options).to(device)
         model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:  # another network's tensors, or not a dict
-        described = f"{name} network" + (f" of width {options['width']}" if options else "")
+    except (RuntimeError, TypeError, ValueError, AttributeError) as error:  # another network's tensors
+        shape = ", ".join(f"{key} {value}" for key, value in options.items())
+        described = f"{name} network" + (f" of {shape}" if shape else "")
         raise WeightsError(f"{path}: not weights for the {described} ({one_line(error, 160)})") from None
     return model.eval()
 
@@ -74,7 +79,6 @@ def save_weights(path, model):
     weights = model.state_dict()  # an OrderedDict with metadata, as torch.save expects
     for key in weights:
         weights[key] = weights[key].cpu()
-    file = {"architecture": model.architecture, "state_dict": weights}
-    if getattr(model, "width", 1) != 1:  # width-1 files stay as they were
-        file["width"] = model.width
+    # The default shape records nothing, so the reference network's files stay as they were.
+    file = {"architecture": model.architecture, "state_dict": weights, **shape_options(model)}
     atomic_write(path, lambda f: torch.save(file, f))

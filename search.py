@@ -1,0 +1,382 @@
+"""Search train.py's flags with Optuna on the validation split: a recipe or an architecture.
+
+    python search.py --study runs/search/small --space channels --max-params 4000 --dropout 0
+
+Each trial trains every seed of --seeds with the trial's flags as an ordinary train.py run
+(--holdout, never the test set), in STUDY/runs/NAME/seedS with its train.log and
+history.json. Its value is the worst case the project judges recipes by: over the seeds,
+the lowest validation accuracy of the last three epochs (maximized). Any flag that
+search.py does not know goes to every run (above: --dropout 0).
+
+The study lives in STUDY/journal.log (Optuna's journal file storage): run the same
+command again after Ctrl-C, and it continues, the stopped trial resuming from its
+checkpoints. --jobs N runs N workers here; a worker on another machine joins with the
+same command on a shared disk, or every worker gives --storage with a database URL.
+At the end (or with --report alone) it writes STUDY/trials.md (the best trials as
+train.py commands), history.png and importance.png.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+import cli
+import train
+from files import atomic_write, one_line
+from model import Net, count_parameters
+from seeds import seed_list
+from utils import LAST_EPOCHS
+
+TRAIN_PY = Path(__file__).resolve().parent / "train.py"
+CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
+# Named spaces, in --param's syntax: NAME=LOW:HIGH[:log] (a range) or NAME=A,B,C (choices).
+SPACES = {
+    "optimizer": ["max-lr=0.01:0.3:log", "weight-decay=1e-5:2e-3:log", "dropout=0:0.1"],
+    "channels": [f"{slot}=3:20" for slot in CHANNEL_SLOTS],
+}
+SPACES["both"] = SPACES["optimizer"] + SPACES["channels"]
+ACCURACY_LINE = re.compile(r"^Validation set: .*\(([\d.]+)%\)")
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM reached a worker: its trial stops after the current batch."""
+
+
+def parameter(text):
+    """'max-lr=0.01:0.3:log' -> (name, ('float', 0.01, 0.3, True)); 'batch-size=64,128' ->
+    (name, ('choice', ['64', '128'])); integer ends make an integer range."""
+    name, _, spec = text.partition("=")
+    parts = spec.split(":")
+    try:
+        if len(parts) == 1 and "," in spec:
+            return name, ("choice", spec.split(","))
+        if len(parts) in (2, 3) and parts[2:] in ([], ["log"]):
+            kind = int if all(re.fullmatch(r"-?\d+", p) for p in parts[:2]) else float
+            low, high = kind(parts[0]), kind(parts[1])
+            if low < high and name:
+                return name, (kind.__name__, low, high, parts[2:] == ["log"])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not NAME=LOW:HIGH[:log] or NAME=A,B,C")
+
+
+def parse_args(argv=None):
+    p = cli.OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               epilog="example:\n  " + __doc__.split("\n")[2].strip()
+                                      + "\n\nAny other flag goes to train.py (python train.py --help).")
+    add = p.add_argument
+    add("--study", required=True, help="the study's folder: its journal, runs, table and plots")
+    add("--space", choices=list(SPACES), help="a named space: " + "; ".join(
+        f"{name}: {' '.join(params)}" for name, params in SPACES.items() if name != "both") + "; both")
+    add("--param", type=parameter, action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
+        help="a train.py flag (max-lr) or a channel count (conv1, conv2, transition, conv3-conv6) "
+             "to search; repeat it; adds to --space")
+    add("--max-params", type=cli.bounded(int, 1), help="skip networks with more parameters, untrained")
+    add("--seeds", type=seed_list, default="1-2", help="seeds of every trial")
+    add("--trials", type=cli.bounded(int, 1), default=20, help="trials that train, over all workers")
+    add("--holdout", type=cli.bounded(int, 1, 59000), default=10000, help="validation images")
+    add("--jobs", type=cli.bounded(int, 1), default=1, help="workers here, each training one run at a time")
+    add("--threads", type=cli.bounded(int, 1), help="CPU threads a run; default: cores / jobs")
+    add("--prune", action="store_true", help="stop trials whose seed lies below the median trial's "
+        "at the same epoch, from the second half of each run on (results/search: what it saved and cut)")
+    add("--storage", help="a database URL (postgresql://..., mysql://...) instead of STUDY/journal.log")
+    add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
+    add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
+    add("--top", type=cli.bounded(int, 1), default=10, help="trials in the table")
+    add("--worker", type=int, help=argparse.SUPPRESS)  # set for the workers --jobs starts
+    args, args.train_flags = p.parse_known_args(argv)
+    args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)
+    if not args.space and not args.report:
+        p.error("nothing to search: give --space or --param")
+    for own in ("--seed", "--out-dir", "--resume", "--threads", "--holdout", "--channels", "--width"):
+        if any(flag == own or flag.startswith(own + "=") for flag in args.train_flags):
+            p.error(f"{own} is set by search.py for each run")
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    return args
+
+
+def suggest(trial, space):
+    """The trial's train.py flags: {'--max-lr': '0.0523', '--channels': '4,8,...'}."""
+    flags, channels = {}, {}
+    for name, (kind, *spec) in space.items():
+        if kind == "choice":
+            value = trial.suggest_categorical(name, spec[0])
+        elif kind == "int":
+            value = trial.suggest_int(name, spec[0], spec[1], log=spec[2])
+        else:
+            value = f"{trial.suggest_float(name, spec[0], spec[1], log=spec[2]):.3g}"
+        if name in CHANNEL_SLOTS:
+            channels[name] = value
+        else:
+            flags[f"--{name}"] = str(value)
+    if channels:
+        reference = dict(zip(CHANNEL_SLOTS, Net.CHANNELS))
+        flags["--channels"] = ",".join(str(channels.get(slot, reference[slot])) for slot in CHANNEL_SLOTS)
+    return flags
+
+
+def run_name(flags):
+    """A folder name for a trial's flags: the same flags, the same folder, so a repeated
+    trial reuses finished seeds and resumes stopped ones."""
+    return "_".join(f"{key.lstrip('-')}={value}".replace(",", "-") for key, value in sorted(flags.items()))
+
+
+def worst_of_last_epochs(history):
+    accuracies = [row["val_acc"] for row in history["epochs"]]
+    return min(accuracies[-LAST_EPOCHS:])
+
+
+class Objective:
+    """Trains a trial's seeds one after another, reporting every epoch's accuracy."""
+
+    def __init__(self, args, epochs):
+        self.args, self.epochs = args, epochs
+
+    def __call__(self, trial):
+        flags = suggest(trial, self.args.space)
+        if "--channels" in flags:
+            trial.set_user_attr("parameters", count_parameters(Net(channels=flags_channels(flags))))
+        if self.args.max_params and trial.user_attrs.get("parameters", 0) > self.args.max_params:
+            trial.set_user_attr("over_budget", True)
+            raise optuna.TrialPruned(f"{trial.user_attrs['parameters']} parameters")
+        trial.set_user_attr("flags", flags)
+        worst = {}
+        for index, seed in enumerate(self.args.seeds):
+            folder = Path(self.args.study) / "runs" / run_name(flags) / f"seed{seed}"
+            history = self.train(trial, flags, seed, folder, step=index * self.epochs)
+            worst[seed] = worst_of_last_epochs(history)
+            trial.set_user_attr("worst_by_seed", worst)
+        return min(worst.values())
+
+    def train(self, trial, flags, seed, folder, step):
+        """history.json of one seed's run, trained here unless it finished before."""
+        if (folder / "history.json").exists():
+            return json.loads((folder / "history.json").read_text())
+        folder.mkdir(parents=True, exist_ok=True)
+        command = [*train_command(self.args, flags, seed, folder)]
+        if (folder / "checkpoint.pt").exists():
+            command += ["--resume", str(folder / "checkpoint.pt")]
+        with open(folder / "train.log", "a") as log:
+            process = subprocess.Popen([sys.executable, str(TRAIN_PY), *command], stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True,  # a Ctrl-C reaches it through the worker
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            start = time.perf_counter()
+            try:
+                self.watch(trial, process, folder / "train.log", step)
+            except (optuna.TrialPruned, Interrupted) as stopped:
+                process.send_signal(signal.SIGINT)  # stops after its batch, its checkpoint kept
+                process.wait()
+                trial.set_user_attr("interrupted", isinstance(stopped, Interrupted))
+                raise
+            finally:
+                spent = trial.user_attrs.get("train_seconds", 0) + time.perf_counter() - start
+                trial.set_user_attr("train_seconds", round(spent, 1))
+        if process.returncode != 0:
+            raise RuntimeError(f"train.py failed (exit {process.returncode}); see {folder / 'train.log'}")
+        return json.loads((folder / "history.json").read_text())
+
+    def watch(self, trial, process, log_path, step):
+        """Report each epoch's accuracy as the log shows it; prune when the pruner says so."""
+        reported = 0
+        while True:
+            done = process.poll() is not None
+            accuracies = [float(m.group(1)) for line in log_path.read_text().splitlines()
+                          if (m := ACCURACY_LINE.match(line))]
+            for accuracy in accuracies[reported:]:  # a resumed run's log repeats no epoch
+                trial.report(accuracy, step + reported)
+                reported += 1
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_at", f"seed {step // self.epochs + 1}, epoch {reported}")
+                    raise optuna.TrialPruned()
+            if done:
+                return
+            time.sleep(1)
+
+
+def flags_channels(flags):
+    return [int(c) for c in flags["--channels"].split(",")]
+
+
+def train_command(args, flags, seed, folder):
+    """The train.py flags of one seed's run of a trial."""
+    chosen = [part for key, value in flags.items() for part in (key, value)]
+    return [*args.train_flags, *chosen, "--holdout", str(args.holdout), "--seed", str(seed),
+            "--threads", str(args.threads), "--out-dir", str(folder)]
+
+
+def epochs_of(args):
+    return train.parse_args([*args.train_flags, "--holdout", str(args.holdout)]).epochs
+
+
+class SecondHalfPruner(optuna.pruners.BasePruner):
+    """The median rule, asked only in the second half of each seed's run: under OneCycleLR
+    the accuracy of the first epochs says little about the last ones (steps count the
+    epochs of all seeds of a trial, one after another)."""
+
+    def __init__(self, run_length):
+        self.run_length = run_length
+        self.median = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+
+    def prune(self, study, trial):
+        step = trial.last_step
+        return step is not None and step % self.run_length >= self.run_length // 2 and \
+            self.median.prune(study, trial)
+
+
+def open_study(args):
+    """The study at --storage or STUDY/journal.log, made on first use."""
+    Path(args.study).mkdir(parents=True, exist_ok=True)
+    storage = args.storage or JournalStorage(JournalFileBackend(str(Path(args.study) / "journal.log")))
+    seed = None if args.sampler_seed is None else args.sampler_seed + (args.worker or 0)
+    # Several workers: constant_liar keeps them from sampling the same point at once.
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    pruner = SecondHalfPruner(epochs_of(args)) if args.prune else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=Path(args.study).name, storage=storage, sampler=sampler,
+                               pruner=pruner, direction="maximize", load_if_exists=True)
+
+
+def counts_towards_budget(trial):
+    """A trial that trained or is training: not skipped for its size, not stopped by Ctrl-C."""
+    return not trial.user_attrs.get("over_budget") and trial.state in (
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+
+
+def requeue_interrupted(study):
+    """Trials that Ctrl-C stopped run again first, with the same flags (so in the same
+    folders, where their finished seeds are kept and the stopped one resumes)."""
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get("resumes") for t in trials}
+    for trial in trials:
+        if trial.user_attrs.get("interrupted") and trial.number not in requeued:
+            study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
+
+
+def work(args):
+    """One worker: trials until the study holds --trials that trained. False if stopped."""
+    study = open_study(args)
+    objective = Objective(args, epochs_of(args))
+
+    def at_budget():
+        return sum(counts_towards_budget(t) for t in study.get_trials(deepcopy=False)) >= args.trials
+
+    def after_trial(study, trial):
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            print(f"trial {trial.number}: {trial.value:.2f}% "
+                  f"{' '.join(f'{k} {v}' for k, v in trial.user_attrs['flags'].items())}", flush=True)
+        if at_budget():
+            study.stop()
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    try:
+        if not at_budget():
+            study.optimize(objective, callbacks=[after_trial], catch=(RuntimeError,))
+    except Interrupted:
+        return False
+    return True
+
+
+def start_workers(args, argv):
+    """--jobs N: N worker processes of this same command; True if all ran to the end."""
+    workers = [subprocess.Popen([sys.executable, sys.argv[0], *argv, "--jobs", "1", "--threads",
+                                 str(args.threads), "--worker", str(i)]) for i in range(args.jobs)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers get Ctrl-C and stop
+    try:
+        return all(worker.wait() == 0 for worker in workers)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = open_study(args)
+        if not args.report and args.worker is None:  # the first process, not one of its workers
+            requeue_interrupted(study)
+        if args.report:
+            finished = True
+        elif args.jobs > 1:
+            finished = start_workers(args, argv)
+        else:
+            finished = work(args)
+        if args.worker is None:
+            write_report(study, args)
+    except (ImportError, ValueError, OSError) as error:
+        sys.exit(f"search.py: error: {one_line(error)}")
+    if not finished:
+        sys.exit("search.py: stopped; run the same command again to continue the study")
+
+
+def write_report(study, args):
+    """STUDY/trials.md (counts, importances, the best trials as train.py commands),
+    history.png and importance.png."""
+    import warnings
+
+    from optuna.visualization import matplotlib as plots
+
+    import utils  # matplotlib's backend, and save_figure
+
+    folder, trials = Path(args.study), study.get_trials(deepcopy=False)
+    done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value)
+    importances = param_importances(study) if len(done) >= 4 else {}
+    lines = [f"# Study {study.study_name}", "", *study_counts(trials), ""]
+    if importances:
+        lines += ["Parameter importance (PED-ANOVA, on the completed trials): " + ", ".join(
+            f"{name} {value:.2f}" for name, value in importances.items()), ""]
+    lines += ["| rank | trial | worst of the last 3 epochs | by seed | parameters | train.py command |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for rank, t in enumerate(done[:args.top], 1):
+        by_seed = ", ".join(f"{v:.2f}" for v in t.user_attrs["worst_by_seed"].values())
+        command = " ".join(["python train.py", *args.train_flags,
+                            *(part for item in t.user_attrs["flags"].items() for part in item)])
+        lines.append(f"| {rank} | {t.number} | {t.value:.2f}% | {by_seed} | "
+                     f"{t.user_attrs.get('parameters', '')} | `{command}` |")
+    atomic_write(folder / "trials.md", lambda f: f.write("\n".join(lines).encode() + b"\n"))
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the matplotlib plots'
+    if done:
+        utils.save_figure(plots.plot_optimization_history(study).figure, folder / "history.png")
+    if importances:
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        utils.save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
+                          folder / "importance.png")
+    print("\n".join(lines[:len(lines)]), f"\nWrote {folder / 'trials.md'}", sep="")
+
+
+def study_counts(trials):
+    skipped = sum(bool(t.user_attrs.get("over_budget")) for t in trials)
+    states = [t.state.name for t in trials if not t.user_attrs.get("over_budget")]
+    hours = sum(t.user_attrs.get("train_seconds", 0) for t in trials) / 3600
+    return [f"Trials that trained: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+            f"{states.count('FAIL')} failed or stopped, {states.count('RUNNING')} running; "
+            f"{skipped} skipped over the parameter budget.",
+            f"Training time: {hours:.2f} h of runs (each at --threads as given)."]
+
+
+def param_importances(study):
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    except (ValueError, RuntimeError) as error:
+        print(f"search.py: no parameter importance yet ({one_line(error)})")
+        return {}
+
+
+if __name__ == "__main__":
+    main()
