@@ -21,8 +21,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +52,9 @@ ACCURACY_LINE = re.compile(r"^Validation set: .*\(([\d.]+)%\)")
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM reached a worker: its trial stops after the current batch."""
+
+
+STOPPING = threading.Event()  # set by Ctrl-C or SIGTERM; checked between steps, never mid-write
 
 
 def parameter(text):
@@ -151,6 +156,7 @@ class Objective:
             trial.set_user_attr("over_budget", True)
             raise optuna.TrialPruned(f"{trial.user_attrs['parameters']} parameters")
         trial.set_user_attr("flags", flags)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         worst = {}
         for index, seed in enumerate(self.args.seeds):
             folder = Path(self.args.study) / "runs" / run_name(flags) / f"seed{seed}"
@@ -202,6 +208,8 @@ class Objective:
                     raise optuna.TrialPruned()
             if done:
                 return
+            if STOPPING.is_set():
+                raise Interrupted()
             time.sleep(1)
 
 
@@ -275,31 +283,34 @@ def work(args):
         if trial.state == optuna.trial.TrialState.COMPLETE:
             print(f"trial {trial.number}: {trial.value:.2f}% "
                   f"{' '.join(f'{k} {v}' for k, v in trial.user_attrs['flags'].items())}", flush=True)
-        if at_budget():
+        if at_budget() or STOPPING.is_set():
             study.stop()
 
-    def interrupt(signum, frame):
-        raise Interrupted()
-
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
+        signal.signal(signum, lambda signum, frame: STOPPING.set())
     try:
         if not at_budget():
             study.optimize(objective, callbacks=[after_trial], catch=(RuntimeError,))
     except Interrupted:
         return False
-    return True
+    return not STOPPING.is_set()
 
 
 def start_workers(args, argv):
     """--jobs N: N worker processes of this same command; True if all ran to the end."""
     workers = [subprocess.Popen([sys.executable, sys.argv[0], *argv, "--jobs", "1", "--threads",
                                  str(args.threads), "--worker", str(i)]) for i in range(args.jobs)]
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers get Ctrl-C and stop
+
+    def forward(signum, frame):  # each worker stops after its current batch
+        for worker in workers:
+            worker.send_signal(signal.SIGINT)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return all(worker.wait() == 0 for worker in workers)
+        return all([worker.wait() == 0 for worker in workers])
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv=None):
@@ -321,7 +332,8 @@ def main(argv=None):
     except (ImportError, ValueError, OSError) as error:
         sys.exit(f"search.py: error: {one_line(error)}")
     if not finished:
-        sys.exit("search.py: stopped; run the same command again to continue the study")
+        sys.exit(1 if args.worker is not None else
+                 "search.py: stopped; run the same command again to continue the study")
 
 
 def write_report(study, args):

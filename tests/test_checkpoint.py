@@ -293,3 +293,23 @@ def test_a_width_is_saved_with_the_weights_and_a_mismatch_is_refused_in_one_line
     relabelled["width"] = 0.5
     torch.save(relabelled, tmp_path / "relabelled.pt")
     assert "not weights for the reference network of width 0.5" in one_line_error(tmp_path / "relabelled.pt")
+
+
+def test_channel_counts_are_saved_with_the_weights_and_load_back(tmp_path):
+    torch.manual_seed(0)
+    custom = Net(channels=(4, 8, 8, 8, 8, 12, 12))
+    save_weights(tmp_path / "custom.pt", custom)
+    saved = torch.load(tmp_path / "custom.pt", weights_only=True)
+    assert saved["channels"] == [4, 8, 8, 8, 8, 12, 12] and "width" not in saved
+    loaded = load_model(tmp_path / "custom.pt")
+    assert loaded.channels == (4, 8, 8, 8, 8, 12, 12)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in custom.state_dict().items())
+    save_weights(tmp_path / "same.pt", Net(channels=Net.CHANNELS))  # the default records nothing
+    assert set(torch.load(tmp_path / "same.pt", weights_only=True)) == {"architecture", "state_dict"}
+    saved["channels"] = [4, 8, 8, 8, 8, 12, 13]
+    torch.save(saved, tmp_path / "relabelled.pt")
+    message = one_line_error(tmp_path / "relabelled.pt")
+    assert "reference network of channels [4, 8, 8, 8, 8, 12, 13]" in message
+    saved["channels"] = [4, 8]
+    torch.save(saved, tmp_path / "broken.pt")
+    assert "not weights for the reference network" in one_line_error(tmp_path / "broken.pt")

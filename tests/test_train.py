@@ -210,3 +210,16 @@ def test_tiny_run_saves_its_architecture_and_resume_refuses_another_network(
                  "--resume", str(tmp_path / "checkpoint.pt"))
     message = str(exit_info.value.code)
     assert "model 'tiny' (now 'reference')" in message and "\n" not in message
+
+
+def test_channels_set_every_count_and_are_refused_with_width_or_tiny(synthetic_mnist, tmp_path,
+                                                                    no_acquisition):
+    run_main(synthetic_mnist, tmp_path, "--epochs", "1", "--channels", "4,8,8,8,8,12,12")
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["config"]["channels"] == [4, 8, 8, 8, 8, 12, 12]
+    assert history["config"]["parameters"] == 3924
+    assert torch.load(tmp_path / "weights.pt", weights_only=True)["channels"] == [4, 8, 8, 8, 8, 12, 12]
+    for flags in (["--channels", "4,8,8"], ["--channels", "4,8,8,8,8,12,0"], ["--model", "tiny", "--channels",
+                  "4,8,8,8,8,12,12"], ["--width", "0.5", "--channels", "4,8,8,8,8,12,12"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(flags)

@@ -1,0 +1,117 @@
+"""search.py: its search spaces, and studies on small synthetic data that are stopped and
+resumed, shared by two workers, and kept under a parameter budget."""
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+import search
+
+SEARCH = Path(__file__).resolve().parent / "search_without_acquisition.py"  # its runs skip acquisition
+
+
+def test_a_parameter_is_a_range_a_log_range_or_choices():
+    assert search.parameter("conv1=3:20") == ("conv1", ("int", 3, 20, False))
+    assert search.parameter("max-lr=0.01:0.3:log") == ("max-lr", ("float", 0.01, 0.3, True))
+    assert search.parameter("batch-size=64,128") == ("batch-size", ("choice", ["64", "128"]))
+    for bad in ("conv1", "conv1=5:3", "max-lr=a:b", "max-lr=0.1:0.2:cube", "=1:2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            search.parameter(bad)
+
+
+def test_channel_slots_become_one_channels_flag_and_the_rest_keep_the_reference_counts():
+    trial = optuna.trial.FixedTrial({"conv1": 4, "conv6": 12, "max-lr": 0.0512345})
+    space = {"conv1": ("int", 3, 20, False), "conv6": ("int", 3, 20, False),
+             "max-lr": ("float", 0.01, 0.3, True)}
+    flags = search.suggest(trial, space)
+    assert flags == {"--max-lr": "0.0512", "--channels": "4,10,10,10,10,16,12"}
+    assert search.run_name(flags) == "channels=4-10-10-10-10-16-12_max-lr=0.0512"
+
+
+def test_flags_that_search_sets_are_refused_in_one_line():
+    result = subprocess.run([sys.executable, "search.py", "--study", "x", "--space", "channels",
+                             "--width", "0.5"], capture_output=True, text=True, cwd=search.TRAIN_PY.parent)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "search.py: error: --width is set by search.py for each run")
+
+
+def study_command(data_dir, study, *extra):
+    return [sys.executable, str(SEARCH), "--study", str(study), "--data-dir", str(data_dir),
+            "--holdout", "56", "--threads", "1", *extra]
+
+
+def load(study):
+    storage = JournalStorage(JournalFileBackend(str(study / "journal.log")))
+    return optuna.load_study(study_name=study.name, storage=storage)
+
+
+def wait_for(path, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, "search.py ended before it was stopped"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_a_study_stopped_with_ctrl_c_resumes_its_trial_from_the_finished_seed(synthetic_mnist, tmp_path):
+    study = tmp_path / "study"
+    command = study_command(synthetic_mnist, study, "--param", "max-lr=0.01:0.1:log", "--seeds", "1-2",
+                            "--trials", "2", "--epochs", "2", "--sampler-seed", "3")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(study / "runs", process)
+    first_seed = next((study / "runs").iterdir()) / "seed1" / "history.json"
+    wait_for(first_seed, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1 and "run the same command again" in stderr
+    finished_before = first_seed.read_bytes()
+    stopped = load(study).trials[0]
+    assert stopped.state == optuna.trial.TrialState.FAIL and stopped.user_attrs["interrupted"]
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(study).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2
+    again = next(t for t in complete if t.user_attrs.get("resumes") == 0)
+    assert again.params == stopped.params
+    assert first_seed.read_bytes() == finished_before  # the finished seed was not trained again
+    assert (study / "trials.md").exists() and (study / "history.png").exists()
+
+
+def test_two_workers_share_one_journal(synthetic_mnist, tmp_path):
+    study = tmp_path / "study"
+    command = study_command(synthetic_mnist, study, "--space", "optimizer", "--seeds", "1", "--trials", "4",
+                            "--epochs", "1", "--jobs", "2", "--sampler-seed", "1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = load(study).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 4
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # two processes, one study
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
+
+
+def test_networks_over_the_budget_are_skipped_untrained(synthetic_mnist, tmp_path):
+    study = tmp_path / "study"
+    command = study_command(synthetic_mnist, study, "--space", "channels", "--max-params", "3000",
+                            "--seeds", "1", "--trials", "1", "--epochs", "1", "--dropout", "0")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = load(study).trials
+    trained = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trained) == 1 and trained[0].user_attrs["parameters"] <= 3000
+    skipped = [t for t in trials if t.user_attrs.get("over_budget")]
+    assert all(t.user_attrs["parameters"] > 3000 for t in skipped)
+    assert len(list((study / "runs").iterdir())) == 1  # only the trained one has a folder
+    history = json.loads(next((study / "runs").iterdir()).joinpath("seed1", "history.json").read_text())
+    assert history["config"]["holdout"] == 56 and history["config"]["dropout"] == 0
