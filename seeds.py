@@ -275,11 +275,13 @@ def robustness_summary(runs):
 
 
 def robust_seed(runs):
-    """The seed to ship: of those at 99.40% or more in each of the last three epochs, the one
-    that reads the font-rendered digits best (they hold no MNIST image); None without scores."""
-    held = [run for run in runs
-            if held_target(run["curve"]) and (run["robustness"] or {}).get("fonts") is not None]
-    return max(held, key=lambda run: (run["robustness"]["fonts"], -run["seed"]))["seed"] if held else None
+    """The seed to ship: of all the table's seeds, the one that reads the font-rendered digits
+    best (they hold no MNIST image, so the choice reads no MNIST test accuracy); a tie goes to
+    the lower seed. None unless every seed was scored."""
+    fonts = {run["seed"]: (run["robustness"] or {}).get("fonts") for run in runs}
+    if not fonts or None in fonts.values():
+        return None
+    return max(fonts, key=lambda seed: (fonts[seed], -seed))
 
 
 def print_table(result):
@@ -300,7 +302,7 @@ def print_table(result):
           f"last epoch, {s['at_least_99_40_in_last_3']} in each of the last 3; "
           f"CPU: {', '.join(s['cpus'])}")
     if s["robust_seed"] is not None:
-        print(f"robust seed (best on fonts of those holding 99.40% over the last 3): {s['robust_seed']}")
+        print(f"robust seed (best on fonts of all the seeds): {s['robust_seed']}")
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Run seeds of a committed table again from their recorded flags and compare the weights.
 
-    python bench/reproduce.py results/old-default-bs64 --seeds 1,2
+    python bench/reproduce.py results/previous-default-bs64 --seeds 1,2
 
 Reads TABLE/seeds.json (its train_flags, each seed's weights SHA-256 and CPU), trains the
 seeds again with `python seeds.py` into runs/reproduce/<table>/, and prints, per seed,
