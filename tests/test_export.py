@@ -1,5 +1,7 @@
 import copy
 import re
+import subprocess
+import sys
 
 import onnx
 import pytest
@@ -108,3 +110,15 @@ def test_the_pages_model_onnx_is_the_committed_weights():
     with torch.inference_mode():
         expected = load_model(COMMITTED_WEIGHTS)(images)
     assert (expected - torch.from_numpy(got)).abs().max() < export.MAX_ABS_DIFF
+
+
+@pytest.mark.parametrize("package", export.ONNX_PACKAGES)
+def test_without_an_onnx_package_export_py_says_so_in_one_line_before_any_data_work(package, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "export_without_package.py"), package,
+                           "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "m.onnx")],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [
+        f"export.py: error: No module named '{package}'; the export needs onnx, onnxscript and onnxruntime: "
+        "pip install -r requirements-dev.txt"]
+    assert list(tmp_path.iterdir()) == []  # no data dir, no lock, no output
