@@ -8,9 +8,11 @@ normalized as in training; output "log_probs": N x 10). Before it is moved into
 place, onnxruntime runs it on all 10,000 test digits next to PyTorch: the
 largest difference of log-probabilities must stay below 1e-4 and every
 prediction must agree, or nothing is written. Needs onnx, onnxscript and
-onnxruntime (in requirements.txt).
+onnxruntime, which are in requirements-dev.txt, not requirements.txt:
+pip install -r requirements-dev.txt.
 """
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from loaders import normalized
 from weights import COMMITTED_WEIGHTS, WeightsError, load_model
 
 MAX_ABS_DIFF = 1e-4
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 
 def export_onnx(model):
@@ -64,6 +67,16 @@ def compare_with_pytorch(onnx_bytes, model, images, targets, batch_size=1000):
             "torch_accuracy": torch_result.accuracy, "onnx_accuracy": onnx_result.accuracy}
 
 
+def require_onnx_packages():
+    """Exit in one line, before any weights or data are read, where an ONNX package is missing."""
+    for name in ONNX_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            sys.exit(f"export.py: error: {error}; the export needs onnx, onnxscript and onnxruntime: "
+                     "pip install -r requirements-dev.txt")
+
+
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
@@ -76,6 +89,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    require_onnx_packages()
     try:
         model = load_model(args.checkpoint)
         ensure_mnist(args.data_dir)

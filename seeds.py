@@ -13,7 +13,9 @@ that seeds.py does not know goes to train.py. Run again, a seed already finished
 with the same settings is skipped and an interrupted one resumes from its
 checkpoint. Ctrl-C stops every job after its current batch and
 says how to continue. A failing seed is reported, the others go on, and the
-exit code is 1. Writes OUT/seeds.json and OUT/seeds.png and prints the table.
+exit code is 1; so too for a seed that --robustness cannot score, whose one-line
+error seeds.json keeps (robustness_error). Writes OUT/seeds.json and
+OUT/seeds.png and prints the table.
 """
 
 import argparse
@@ -108,17 +110,25 @@ def read_robustness(folder, weights_sha256):
 
 
 def score_robustness(args):
-    """robustness.py on every finished seed's weights not yet scored, on its evaluated split."""
+    """robustness.py on every finished seed's weights not yet scored, on its evaluated split;
+    returns {seed: robustness.py's error} for the seeds it could not score."""
     import robustness  # only here: it reads fonts and images that training does not need
 
+    errors = {}
     for seed in args.seeds:
         folder = Path(args.out_dir) / f"seed{seed}"
         weights_sha256 = sha256_of(folder / "weights.pt")
         if weights_sha256 and read_robustness(folder, weights_sha256) is None:
             flags = train.parse_args(seed_flags(args, seed))
             split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
-            robustness.main(["--checkpoint", str(folder / "weights.pt"), "--data-dir", flags.data_dir, *split,
-                             "--json", str(folder / "robustness.json")])
+            try:
+                robustness.main(["--checkpoint", str(folder / "weights.pt"), "--data-dir", flags.data_dir,
+                                 *split, "--json", str(folder / "robustness.json")])
+            except SystemExit as failure:  # robustness.py's one-line error (or argparse's exit code)
+                code = failure.code
+                errors[seed] = code if isinstance(code, str) else f"robustness.py: exit code {code}"
+                print(f"seed {seed}: {errors[seed]}", file=sys.stderr)
+    return errors
 
 
 def read_wall_seconds(folder):
@@ -223,7 +233,7 @@ def seed_report(args, seed, code, seconds):
             f"{seconds:.0f} s")
 
 
-def run_row(folder, seed, history):
+def run_row(folder, seed, history, robustness_error=None):
     """One seed's line of seeds.json, from its history.json (and wall.json, weights.pt)."""
     split = history["config"]["eval_split"]
     curve = [row[f"{split}_acc"] for row in history["epochs"]]
@@ -234,16 +244,18 @@ def run_row(folder, seed, history):
             f"best_{split}_loss": history[f"best_{split}_loss"], "curve": curve,
             "seconds": round(sum(row["seconds"] for row in history["epochs"]), 1),
             "wall_seconds": read_wall_seconds(folder), "weights_sha256": weights_sha256,
-            "robustness": read_robustness(folder, weights_sha256),
+            "robustness": read_robustness(folder, weights_sha256), "robustness_error": robustness_error,
             # bit for bit only on the same kind of CPU (older histories did not record it)
             "cpu": history["config"].get("cpu"), "cpu_capability": history["config"].get("cpu_capability")}
 
 
-def summarize(args):
-    """seeds.json's content from the finished seeds' history.json files, or None if none finished."""
+def summarize(args, robustness_errors):
+    """seeds.json's content from the finished seeds' history.json files and score_robustness's
+    {seed: error}, or None if none finished."""
     folders = {seed: Path(args.out_dir) / f"seed{seed}" for seed in args.seeds}
     histories = {seed: read_history(folder) for seed, folder in folders.items()}
-    runs = [run_row(folders[seed], seed, h) for seed, h in histories.items() if h is not None]
+    runs = [run_row(folders[seed], seed, h, robustness_errors.get(seed))
+            for seed, h in histories.items() if h is not None]
     if not runs:
         return None
     first = next(h for h in histories.values() if h is not None)
@@ -311,9 +323,8 @@ def main(argv=None):
     print(f"seeds {args.seeds}, {args.jobs} job(s) x {args.threads} thread(s), train.py "
           f"{' '.join(args.train_flags)}, into {args.out_dir}")
     failed = run_seeds(args)
-    if args.robustness:
-        score_robustness(args)
-    result = summarize(args)
+    robustness_errors = score_robustness(args) if args.robustness else {}
+    result = summarize(args, robustness_errors)
     if result is not None:
         atomic_write_json(Path(args.out_dir) / "seeds.json", result)
         plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
@@ -323,8 +334,10 @@ def main(argv=None):
     if failed:
         print(f"seeds.py: error: seed(s) {', '.join(map(str, failed))} failed; see their train.log",
               file=sys.stderr)
-        return 1
-    return 0
+    if robustness_errors:
+        print("seeds.py: error: robustness.py could not score seed(s) "
+              f"{', '.join(map(str, robustness_errors))}", file=sys.stderr)
+    return 1 if failed or robustness_errors else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import ast
 import copy
 import math
 import re
+import subprocess
 import sys
 
 import pytest
@@ -16,7 +17,6 @@ from model import (
     Net,
     TinyNet,
     count_parameters,
-    print_receptive_fields,
     receptive_fields,
 )
 from train import print_summary
@@ -241,9 +241,17 @@ def test_receptive_field_table_matches_the_measured_one_and_the_comments(model, 
     assert table["gap"]["size"] == 1
 
 
-def test_python_model_py_prints_the_table(capsys):
-    print_receptive_fields(TinyNet())
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["layer", "kind", "output"]
-    assert lines[-1].split() == ["total", "2,962"]
-    assert any(line.split()[:6] == ["block3.1.0", "Conv2d", "4x4", "32", "4", "576"] for line in lines)
+@pytest.mark.parametrize("flags, model", [
+    ([], Net()), (["--model", "tiny"], TinyNet()),
+    (["--channels", "4,8,8,8,8,12,12"], Net(channels=[4, 8, 8, 8, 8, 12, 12])),
+], ids=["reference", "tiny", "channels"])
+def test_python_model_py_prints_the_table_of_the_network_asked_for(flags, model):
+    done = subprocess.run([sys.executable, "model.py", *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    header, *rows, total = done.stdout.splitlines()
+    assert header.split()[:3] == ["layer", "kind", "output"]
+    assert [row.split() for row in rows] == [
+        [r["layer"], r["kind"], f"{r['size']}x{r['size']}", str(r["field"]), str(r["jump"]),
+         f"{r['parameters']:,}"] for r in receptive_fields(model)]
+    assert total.split() == ["total", f"{count_parameters(model):,}"]

@@ -4,6 +4,7 @@ import hashlib
 import json
 import signal
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 import seeds
 import train
 from conftest import TRAIN_WITHOUT_ACQUISITION
+from model import Net
+from weights import save_weights
 
 FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--threads", "1"]
 
@@ -138,6 +141,43 @@ def test_a_failing_seed_is_reported_and_the_others_finish(seeds_main, tmp_path, 
     assert "seed 2: stopped or failed (exit code 1)" in captured.out
     assert "seed(s) 2 failed" in captured.err
     assert "checkpoint.pt: not a PyTorch weights file" in (broken / "train.log").read_text()
+
+
+def hand_made_run(args, seed, accuracy):
+    """A finished one-epoch run of SEED with ARGS' settings, as train.py would leave it (no weights)."""
+    folder = Path(args.out_dir) / f"seed{seed}"
+    folder.mkdir(parents=True)
+    config = {**vars(train.parse_args(seeds.seed_flags(args, seed))), "eval_split": "test"}
+    epoch = {"epoch": 1, "test_acc": accuracy, "test_loss": 0.3, "seconds": 2.0}
+    (folder / "history.json").write_text(json.dumps({
+        "config": config, "final_test_acc": accuracy, "best_test_acc": accuracy, "best_test_acc_epoch": 1,
+        "best_test_loss": 0.3, "epochs": [epoch]}))
+    return folder
+
+
+def test_a_seed_robustness_cannot_score_is_recorded_and_the_table_still_written(
+        synthetic_mnist, tmp_path, monkeypatch, capsys):
+    import robustness
+
+    monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
+    blank = (torch.zeros(10, 1, 28, 28), torch.arange(10))  # stand-in font digits
+    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts: blank)
+    argv = ["--seeds", "1-2", "--robustness", "--data-dir", str(synthetic_mnist), "--out-dir",
+            str(tmp_path / "out"), "--epochs", "1", *FLAGS]
+    args = seeds.parse_args(argv)
+    save_weights(hand_made_run(args, 1, 98.0) / "weights.pt", Net())
+    (hand_made_run(args, 2, 97.0) / "weights.pt").write_bytes(b"not weights")  # robustness.py fails on it
+    assert seeds.main(argv) == 1
+    one, two = json.loads((tmp_path / "out" / "seeds.json").read_text())["runs"]
+    assert one["robustness"]["fonts"] == 10.0 and one["robustness_error"] is None
+    assert two["robustness"] is None and two["robustness_error"].startswith("robustness.py: error: ")
+    assert "\n" not in two["robustness_error"]
+    assert (tmp_path / "out" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
+    captured = capsys.readouterr()
+    assert "2 seed(s) already finished with these settings: skipped" in captured.out  # nothing trained
+    errors = captured.err.splitlines()  # and tqdm's bar
+    assert f"seed 2: {two['robustness_error']}" in errors
+    assert "seeds.py: error: robustness.py could not score seed(s) 2" in errors
 
 
 @pytest.mark.parametrize("argv, message", [

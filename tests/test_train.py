@@ -143,10 +143,11 @@ def test_command_line_error_has_no_traceback():
 
 def top_level_modules(code):
     """The top-level modules that CODE loads in a fresh interpreter."""
-    probe = f"import sys; {code}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    probe = f"import json, sys; {code}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
-    return set(eval(done.stdout))
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
 
 
 @pytest.fixture(scope="module")
