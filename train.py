@@ -157,12 +157,11 @@ def deciding_settings(config):
     return {key: value for key, value in config.items() if key not in NOT_DECIDING}
 
 
-def make_optimizer(model, recipe, steps_per_epoch, **kernel):
-    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys; KERNEL picks
-    SGD's implementation (foreach=True or fused=True, as the benchmark compares)."""
+def make_optimizer(model, recipe, steps_per_epoch):
+    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys."""
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.max_lr / recipe.div_factor,
                                 momentum=recipe.max_momentum, weight_decay=recipe.weight_decay,
-                                nesterov=recipe.nesterov, **kernel)
+                                nesterov=recipe.nesterov)
     scheduler = OneCycleLR(
         optimizer, max_lr=recipe.max_lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=recipe.pct_start, div_factor=recipe.div_factor,
@@ -171,14 +170,14 @@ def make_optimizer(model, recipe, steps_per_epoch, **kernel):
     return optimizer, scheduler
 
 
-def train_epoch(state, loader, stop, show_progress=None):
+def train_epoch(state, loader, stop):
     """One pass over the training set: (mean loss, % right in train mode, the last batch's
     learning rate). One host sync a batch: the loss, to stop on NaN. The progress bar shows
-    on a terminal (show_progress None), always (True) or never (False)."""
+    on a terminal only."""
     model, optimizer, epoch = state.model, state.optimizer, state.epoch + 1
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    with tqdm(loader, disable=None if show_progress is None else not show_progress) as progress:
+    with tqdm(loader, disable=None) as progress:
         for batch_id, (data, target) in enumerate(progress):
             stop.check(f"in epoch {epoch}, batch {batch_id}")
             lr = optimizer.param_groups[0]["lr"]
