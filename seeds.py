@@ -117,8 +117,8 @@ def score_robustness(args):
         if weights_sha256 and read_robustness(folder, weights_sha256) is None:
             flags = train.parse_args(seed_flags(args, seed))
             split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
-            robustness.main(["--checkpoint", str(folder / "weights.pt"), "--data-dir", flags.data_dir, *split,
-                             "--json", str(folder / "robustness.json")])
+            robustness.main(["--weights", str(folder / "weights.pt"), "--data-dir", flags.data_dir, *split,
+                             "--output", str(folder / "robustness.json")])
 
 
 def read_wall_seconds(folder):

@@ -4,7 +4,7 @@ run (as the train.py command that repeats it), its seed, device and CPU, and its
     python bench/screening_table.py runs/screen results/screening/round-4.csv
 
 FOLDER holds <candidate>/seed<N>/history.json, and robustness.json where the run's weights
-were scored (python robustness.py --split val --checkpoint W --json ...). A flag that the
+were scored (python robustness.py --split val --weights W --output ...). A flag that the
 code has since dropped is written as it was given then (the round's commit has it).
 """
 

@@ -255,13 +255,13 @@ def parse_args(argv=None):
     p.add_argument("--test-batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--json", default="bench.json", help="where the results go")
+    p.add_argument("--output", default="bench.json", help="where the results go, as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 60, 3
     args.candidates = list(dict.fromkeys(args.candidates.split(",")))  # each once, in order
-    if not Path(args.json).resolve().parent.is_dir():
-        p.error(f"--json {args.json}: its folder does not exist")
+    if not Path(args.output).resolve().parent.is_dir():
+        p.error(f"--output {args.output}: its folder does not exist")
     unknown = [name for name in args.candidates if name not in CANDIDATES]
     if unknown:
         p.error(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
@@ -317,11 +317,11 @@ def main(argv=None):
     profiles = {name: top_operators(time_candidate(name, setup, profile=True))
                 for name in args.candidates} if args.profile else {}
     print_profiles(profiles)
-    atomic_write_json(args.json, {"machine": machine(), "device": str(setup.device),
+    atomic_write_json(args.output, {"machine": machine(), "device": str(setup.device),
                                   "batch_size": setup.batch_size, "test_batch_size": setup.test_batch_size,
                                   "steps": args.steps,
                                   "repeats": args.repeats, "candidates": rows, "profiles": profiles})
-    print(f"Wrote {args.json}")
+    print(f"Wrote {args.output}")
     return rows
 
 

@@ -30,7 +30,7 @@ def run_frontier(*argv):
 def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path):
     out = tmp_path / "bench.json"
     done = run_step(synthetic_mnist, "--steps", "2", "--repeats", "2", "--test-batch-size", "50",
-                    "--json", str(out), "--profile", "--candidates",
+                    "--output", str(out), "--profile", "--candidates",
                     "torchvision,in-memory,floor,floor-native-dropout,floor-no-dropout,floor-channels-last")
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
@@ -61,10 +61,10 @@ def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnis
     (["--candidates", "floor,warp-drive"], "unknown candidate warp-drive"),
     (["--steps", "0"], "--steps: 0 is outside"),
     (["--steps", "9"], "--steps 9 x batch 32 is more than the 256 training images"),
-    (["--json", "no/such/folder/b.json"], "its folder does not exist"),
+    (["--output", "no/such/folder/b.json"], "its folder does not exist"),
 ])
 def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, argv, message):
-    done = run_step(synthetic_mnist, "--json", str(tmp_path / "b.json"), *argv)
+    done = run_step(synthetic_mnist, "--output", str(tmp_path / "b.json"), *argv)
     assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b.json").exists()
 

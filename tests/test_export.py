@@ -39,9 +39,9 @@ def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
 @pytest.mark.parametrize("network", [Net(), TinyNet(), Net(width=0.7)], ids=["reference", "tiny", "w0.7"])
 def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys,
                                                    network):
-    checkpoint = tmp_path / "weights.pt"
-    save_weights(checkpoint, network)
-    export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
+    weights = tmp_path / "weights.pt"
+    save_weights(weights, network)
+    export.main(["--weights", str(weights), "--output", str(tmp_path / "m.onnx"),
                  "--data-dir", str(synthetic_mnist)])
     printed = capsys.readouterr().out
     assert "on 100 MNIST test images" in printed and "0 differing predictions" in printed
@@ -49,11 +49,11 @@ def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no
 
 
 def test_export_refuses_a_model_that_does_not_match(synthetic_mnist, tmp_path, no_acquisition, monkeypatch):
-    checkpoint = tmp_path / "weights.pt"
-    torch.save(Net().state_dict(), checkpoint)
+    weights = tmp_path / "weights.pt"
+    torch.save(Net().state_dict(), weights)
     monkeypatch.setattr(export, "MAX_ABS_DIFF", 0.0)  # nothing can pass a zero tolerance
     with pytest.raises(SystemExit, match="does not match PyTorch"):
-        export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
+        export.main(["--weights", str(weights), "--output", str(tmp_path / "m.onnx"),
                      "--data-dir", str(synthetic_mnist)])
     assert not (tmp_path / "m.onnx").exists()
 
