@@ -66,8 +66,11 @@ MODEL_RECIPES = {"reference": {}, "tiny": dict(dropout=0.0, max_lr=0.05, weight_
 RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dropout=0.0, weight_decay=5e-4),
            "reference": dict(REFERENCE_RECIPE, batch_size=None, rotation=7.0, translate=0.0, scale=0.0,
                              interpolation="nearest", dropout=0.05, ema=0.0)}
-# Settings that do not change what a run computes on one machine. Every other one decides
-# the result: a resumed run must have the same, and seeds.py skips a finished run only then.
+# Entries of a run's config (history.json) that do not change the weights it computes on one
+# machine: where its files are, the recipe's name (the values it sets are recorded as flags),
+# evaluation's batch size, and what it ran on. Every other entry decides the result.
+# deciding_settings and changed_settings are the one definition of that: resuming (checkpoint.py),
+# seeds.py's reuse of a finished run and its summary, and bench/screening_table.py use them.
 NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "deterministic",
                 "eval_split", "torch", "cpu", "cpu_capability")
 
@@ -157,6 +160,34 @@ def deciding_settings(config):
     return {key: value for key, value in config.items() if key not in NOT_DECIDING}
 
 
+def changed_settings(before, after):
+    """'key old (now new)' for each setting that decides a run and differs from config BEFORE
+    to config AFTER; an entry that one of them lacks counts as None."""
+    before, after = deciding_settings(before), deciding_settings(after)
+    return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
+            for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+
+
+def make_model(args):
+    if args.model == "reference":
+        return Net(args.dropout, args.width, args.channels)
+    return TinyNet(args.dropout)
+
+
+def run_config(args):
+    """The config a run with ARGS records in history.json, as this machine resolves it: the
+    device, batch sizes and threads, and the network's parameter count."""
+    device = cli.pick_device(args.device)
+    with torch.device("meta"):  # counted without drawing from the random generator
+        parameters = count_parameters(make_model(args))
+    sizes = cli.sizes_for(device, args.batch_size, args.test_batch_size)
+    return {**vars(args), "device": str(device), **sizes, "threads": args.threads or torch.get_num_threads(),
+            "eval_split": "val" if args.holdout else "test", "torch": str(torch.__version__),
+            # CPU runs repeat bit for bit only on the same kind of CPU: torch picks kernels by it.
+            "cpu": cli.cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "parameters": parameters}
+
+
 def make_optimizer(model, recipe, steps_per_epoch):
     """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys."""
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.max_lr / recipe.div_factor,
@@ -241,12 +272,9 @@ def setup(args):
     """(TrainingState, training loader, evaluation loader, config) for ARGS, the data on the device."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = cli.pick_device(args.device)
-    sizes = cli.sizes_for(device, args.batch_size, args.test_batch_size)
-    config = {**vars(args), "device": str(device), **sizes, "threads": torch.get_num_threads(),
-              "eval_split": "val" if args.holdout else "test", "torch": torch.__version__,
-              # CPU runs repeat bit for bit only on the same kind of CPU: torch picks kernels by it.
-              "cpu": cli.cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    config = run_config(args)
+    device = torch.device(config["device"])
+    sizes = {key: config[key] for key in ("batch_size", "test_batch_size")}
     ensure_mnist(args.data_dir)
     if args.deterministic:
         cli.make_deterministic()
@@ -254,9 +282,7 @@ def setup(args):
     augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation)
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
                                              holdout=args.holdout, **sizes)
-    model = (Net(args.dropout, args.width, args.channels) if args.model == "reference"
-             else TinyNet(args.dropout)).to(device)
-    config["parameters"] = count_parameters(model)
+    model = make_model(args).to(device)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
     state = TrainingState(model, optimizer, scheduler, train_loader.generator, device, ema)
@@ -280,7 +306,7 @@ def train(state, train_loader, eval_loader, config, checkpoint, stop):
                               "lr": lr, f"{split}_loss": evaluation.loss,
                               f"{split}_acc": evaluation.accuracy, "seconds": seconds})
         state.epoch = epoch
-        state.save(checkpoint, deciding_settings(config))
+        state.save(checkpoint, config)
     stop.check("after the last epoch")
     return evaluation or evaluate(state.evaluated_model, eval_loader)
 
@@ -295,7 +321,7 @@ def main(argv=None):
         print_summary(state.model)
         print("Config:", json.dumps(config, indent=2))
         if args.resume:
-            state.restore(args.resume, deciding_settings(config))
+            state.restore(args.resume, config, changed_settings)
             resumed = state.epoch
             print(f"Resuming after epoch {state.epoch} of {args.epochs} from {args.resume}")
         with StopOnSignal() as stop:

@@ -1,7 +1,9 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
-bench/frontier.py on hand-made seeds.py outputs. Each runs as a process: the tests import
+bench/frontier.py and bench/screening_table.py on hand-made outputs. Each runs as a process: the tests import
 nothing from bench/."""
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -9,6 +11,7 @@ import sys
 
 import pytest
 
+import train
 from conftest import ROOT
 
 WITHOUT_ACQUISITION = ROOT / "tests" / "bench_without_acquisition.py"
@@ -67,6 +70,27 @@ def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, argv, message):
     done = run_step(synthetic_mnist, "--output", str(tmp_path / "b.json"), *argv)
     assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b.json").exists()
+
+
+def test_screening_table_writes_the_command_that_repeats_each_run(tmp_path):
+    flags = ["--seed", "2", "--holdout", "100", "--channels", "4,8,8,8,8,12,12", "--recipe", "fast",
+             "--data-dir", "elsewhere", "--no-nesterov"]
+    config = train.run_config(train.parse_args(flags))
+    epochs = [{"val_acc": 98.0, "seconds": 1.0}, {"val_acc": 99.0, "seconds": 1.0}]
+    run = tmp_path / "screen" / "c01" / "seed2"
+    run.mkdir(parents=True)
+    (run / "history.json").write_text(json.dumps({"config": config, "epochs": epochs}))
+    command = [sys.executable, "bench/screening_table.py", str(tmp_path / "screen"), str(tmp_path / "t.csv")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text()))
+    assert (row["candidate"], row["seed"], row["best_epoch"]) == ("c01", "2", "2")
+    assert row["final_val_acc"] == row["best_val_acc"] == "99.0" and row["last_3_min"] == "98.0"
+    words = row["command"].split()
+    assert words[:2] == ["python", "train.py"] and "--channels" in words and "--no-nesterov" in words
+    assert not {"--recipe", "--data-dir", "--parameters", "--device"} & set(words)
+    again = train.run_config(train.parse_args(words[2:]))  # the command repeats what decides the run
+    assert train.deciding_settings(again) == train.deciding_settings(config)
 
 
 def write_table(folder, parameters, finals, width=1.0):
