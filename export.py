@@ -1,7 +1,7 @@
 """Export the trained model to ONNX and prove the export computes what PyTorch does.
 
     python export.py                         # weights.pt -> model.onnx, checked on MNIST's test set
-    python export.py --weights runs/seed2/weights.pt --output seed2.onnx
+    python export.py --weights runs/default/seed2/weights.pt --output seed2.onnx
 
 The ONNX file has a dynamic batch dimension (input "image": N x 1 x 28 x 28,
 normalized as in training; output "log_probs": N x 10). Before it is moved into

@@ -1,7 +1,7 @@
 """How well a trained model reads digits that are not quite MNIST's: a fixed, seeded benchmark.
 
     python robustness.py                                    # the committed weights, on test images
-    python robustness.py --weights runs/seed2/weights.pt --split val --output robust.json
+    python robustness.py --weights runs/default/seed2/weights.pt --split val --output robust.json
 
 In the style of MNIST-C, every corruption is applied to the same COUNT images of the
 split (the test set, or with --split val the last --holdout training images, which a

@@ -1,17 +1,21 @@
 """Train the reference 7,544-parameter network on MNIST to 99.4% in 15 epochs.
 
-    python train.py                          # the default recipe, seed 1; writes runs/seed1/
+    python train.py                          # the default recipe, seed 1; writes runs/default/seed1/
     python train.py --seed 2 --threads 1     # another seed, one CPU thread
-    python train.py --recipe fast            # 10 epochs at batch 128: 99.4% in about half the time
-    python train.py --model tiny             # the 2,962-parameter network and its recipe
+    python train.py --recipe fast            # 10 epochs at batch 128, in runs/fast/seed1/
+    python train.py --model tiny             # the 2,962-parameter network and its recipe: runs/tiny/seed1/
     python train.py --holdout 10000          # validate on the last 10,000 training images
-    python train.py --resume runs/seed1/checkpoint.pt   # continue a stopped run (same flags)
+    python train.py --resume runs/default/seed1/checkpoint.pt   # continue a stopped run (same flags)
 
 Every setting is a flag; the whole configuration is printed at start. MNIST is
 held as one tensor on the device and batched, augmented and normalized there
 (loaders.py). Writes output.png (the curves), misclassified.png, history.json
 and weights.pt to --out-dir, and checkpoint.pt after every epoch, from which
---resume continues bit for bit. Ctrl-C stops after the current batch.
+--resume continues bit for bit. Ctrl-C stops after the current batch. The default
+--out-dir is runs/NAME/seedN, NAME what sets the run apart: its recipe, network,
+width or channels (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny).
+A finished run made with other settings (as --max-lr 0.1 into runs/default/seed1)
+is not replaced without --overwrite.
 """
 
 import argparse
@@ -70,9 +74,10 @@ RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dr
 # machine: where its files are, the recipe's name (the values it sets are recorded as flags),
 # evaluation's batch size, and what it ran on. Every other entry decides the result.
 # deciding_settings and changed_settings are the one definition of that: resuming (checkpoint.py),
-# seeds.py's reuse of a finished run and its summary, and bench/screening_table.py use them.
-NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "deterministic",
-                "eval_split", "torch", "cpu", "cpu_capability")
+# the refusal to replace a finished run, seeds.py's reuse of one and its summary, and
+# bench/screening_table.py use them.
+NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "overwrite",
+                "deterministic", "eval_split", "torch", "cpu", "cpu_capability")
 
 
 def as_flags(settings):
@@ -91,7 +96,9 @@ def add_run_flags(p):
         help="train on all but the last N training images and validate on those, not the test set")
     add("--test-batch-size", type=bounded(int, 1), help="default: 250 on the CPU (faster there), else 1000")
     add("--data-dir", default="data", help="MNIST goes to DATA_DIR/MNIST/raw")
-    add("--out-dir", default=None, help="default: runs/seed<SEED>")
+    add("--out-dir", default=None, help="default: runs/NAME/seed<SEED>, NAME from --recipe, --model, --width "
+                                        "and --channels: default, fast, tiny, w0.9, ...")
+    add("--overwrite", action="store_true", help="replace a finished run in --out-dir with other settings")
     add("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.pt of this run")
     add("--deterministic", action="store_true", help="for CUDA; CPU runs repeat without it")
 
@@ -151,8 +158,21 @@ def parse_args(argv=None):
         p.error("give --width or --channels, not both")
     if args.device != "auto" and not cli.device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
-    args.out_dir = args.out_dir or str(Path("runs") / f"seed{args.seed}")
+    args.out_dir = args.out_dir or str(Path("runs") / run_name(args) / f"seed{args.seed}")
     return args
+
+
+def run_name(args):
+    """The default run folder's name: what sets the run apart from the default recipe's
+    (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny, ...)."""
+    parts = [] if args.recipe == "default" else [args.recipe]
+    if args.model != "reference":
+        parts.append(args.model)
+    if args.width != 1:
+        parts.append(f"w{args.width:g}")
+    if args.channels:
+        parts.append("channels-" + "-".join(map(str, args.channels)))
+    return "-".join(parts) or "default"
 
 
 def deciding_settings(config):
@@ -186,6 +206,23 @@ def run_config(args):
             # CPU runs repeat bit for bit only on the same kind of CPU: torch picks kernels by it.
             "cpu": cli.cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "parameters": parameters}
+
+
+def refuse_to_replace(args):
+    """Exit with one line if --out-dir holds a finished run whose deciding settings differ
+    from this one's, unless --overwrite."""
+    path = Path(args.out_dir) / "history.json"
+    if args.overwrite or not path.exists():
+        return
+    how = "give another --out-dir, or --overwrite to replace it"
+    try:
+        saved = json.loads(path.read_text())["config"]
+    except (ValueError, KeyError, TypeError):
+        sys.exit(f"train.py: error: {path} is not a history.json that train.py can read; {how}")
+    changed = changed_settings(saved, run_config(args))
+    if changed:
+        sys.exit(f"train.py: error: {args.out_dir} holds a finished run with other settings "
+                 f"({'; '.join(changed)}); {how}")
 
 
 def make_optimizer(model, recipe, steps_per_epoch):
@@ -316,6 +353,7 @@ def main(argv=None):
     args = parse_args(argv)
     checkpoint, resumed = Path(args.out_dir) / "checkpoint.pt", None
     try:
+        refuse_to_replace(args)
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
         state, train_loader, eval_loader, config = setup(args)
         print_summary(state.model)
