@@ -62,11 +62,10 @@ class TrainingState:
         """The model whose weights are evaluated and saved: the average with --ema."""
         return self.model if self.ema is None else self.ema.module
 
-    def save(self, path, settings):
-        """Everything the next epoch needs, and SETTINGS: the run's settings that decide
-        its result, which restore() compares."""
+    def save(self, path, config):
+        """Everything the next epoch needs, and the run's CONFIG, which restore() compares."""
         state = {
-            "format": FORMAT, "epoch": self.epoch, "history": self.history, "settings": settings,
+            "format": FORMAT, "epoch": self.epoch, "history": self.history, "config": config,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -75,12 +74,12 @@ class TrainingState:
         }
         atomic_write(path, lambda f: torch.save(state, f))
 
-    def restore(self, path, settings):
-        """Put the run back where the checkpoint at PATH left it, if it was made with SETTINGS."""
+    def restore(self, path, config, changed_settings):
+        """Put the run back where the checkpoint at PATH left it, if CHANGED_SETTINGS(its config,
+        CONFIG) (train.changed_settings) finds no setting that decides the run changed."""
         state = load_checkpoint(path)
-        saved = state["settings"]
-        changed = [f"{key} {saved.get(key)!r} (now {settings.get(key)!r})"
-                   for key in sorted(saved.keys() | settings.keys()) if saved.get(key) != settings.get(key)]
+        saved = state.get("config", state.get("settings"))  # "settings": checkpoints of earlier versions
+        changed = changed_settings(saved, config)
         if changed:
             raise CheckpointError(f"{path} was made with other settings: {'; '.join(changed)}; "
                                   "resume with the same flags as the original run")

@@ -1,4 +1,4 @@
-"""Small command-line and device pieces of train.py, seeds.py, predict.py, export.py and the benchmark."""
+"""Small command-line and device pieces that the commands share."""
 
 import argparse
 import os
@@ -61,14 +61,6 @@ def sizes_for(device, batch_size=None, test_batch_size=None):
     return {"batch_size": batch_size or (128 if device.type == "cuda" else 64),  # the reference's choice
             # On the CPU, test batches of 250 measured faster than 1000 or 10,000.
             "test_batch_size": test_batch_size or (250 if device.type == "cpu" else 1000)}
-
-
-def synchronize(device):
-    """Wait until DEVICE has done all it was given (CUDA and MPS run asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def cpu_name():

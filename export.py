@@ -1,7 +1,7 @@
 """Export the trained model to ONNX and prove the export computes what PyTorch does.
 
     python export.py                         # weights.pt -> model.onnx, checked on MNIST's test set
-    python export.py --checkpoint runs/seed2/weights.pt --output seed2.onnx
+    python export.py --weights runs/default/seed2/weights.pt --output seed2.onnx
 
 The ONNX file has a dynamic batch dimension (input "image": N x 1 x 28 x 28,
 normalized as in training; output "log_probs": N x 10). Before it is moved into
@@ -79,7 +79,7 @@ def require_onnx_packages():
 
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
+    p.add_argument("--weights", default=str(COMMITTED_WEIGHTS),
                    help="weights.pt from train.py, of either network (default: the committed trained model)")
     p.add_argument("--output", default="model.onnx")
     p.add_argument("--data-dir", default="data", help="MNIST, for the parity check")
@@ -91,7 +91,7 @@ def main(argv=None):
     args = parse_args(argv)
     require_onnx_packages()
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.weights)
         ensure_mnist(args.data_dir)
         pixels, targets = read_split(args.data_dir, train=False)
         onnx_bytes = export_onnx(model)

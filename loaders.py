@@ -113,14 +113,13 @@ def read_splits(data_dir, holdout=0):
     return (train_pixels, train_labels), read_split(data_dir, train=False)
 
 
-def make_loaders(data_dir, device, *, batch_size, test_batch_size, augment, seed, holdout=0,
-                 train_limit=None):
+def make_loaders(data_dir, device, *, batch_size, test_batch_size, augment, seed, holdout=0):
     """(train loader, evaluation loader), both in memory on DEVICE.
 
     The training set is shuffled every epoch in an order fixed by SEED, and augmented
-    by AUGMENT. TRAIN_LIMIT keeps only the first training images (the benchmark's short runs).
+    by AUGMENT.
     """
     (train_pixels, train_labels), (eval_pixels, eval_labels) = read_splits(data_dir, holdout)
-    return (InMemoryLoader(train_pixels[:train_limit], train_labels[:train_limit], batch_size, device,
-                           shuffle=True, augment=augment, seed=seed),
+    return (InMemoryLoader(train_pixels, train_labels, batch_size, device, shuffle=True, augment=augment,
+                           seed=seed),
             InMemoryLoader(eval_pixels, eval_labels, test_batch_size, device))

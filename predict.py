@@ -131,7 +131,7 @@ def report(path, top, as_json):
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS),
+    p.add_argument("--weights", default=str(COMMITTED_WEIGHTS),
                    help="weights.pt from train.py, of either network (default: the committed trained model)")
     p.add_argument("--top-k", type=bounded(int, 1, 10), default=1)
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
@@ -142,7 +142,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.weights)
     except WeightsError as error:
         sys.exit(f"predict.py: error: {error}")
     json_results, failed = [], 0

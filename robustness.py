@@ -1,7 +1,7 @@
 """How well a trained model reads digits that are not quite MNIST's: a fixed, seeded benchmark.
 
     python robustness.py                                    # the committed weights, on test images
-    python robustness.py --checkpoint runs/seed2/weights.pt --split val --json robust.json
+    python robustness.py --weights runs/default/seed2/weights.pt --split val --output robust.json
 
 In the style of MNIST-C, every corruption is applied to the same COUNT images of the
 split (the test set, or with --split val the last --holdout training images, which a
@@ -21,12 +21,13 @@ split (the test set, or with --split val the last --holdout training images, whi
               white, read through predict.py's preprocessing
 
 Prints accuracy per corruption, the mean over the MNIST-based ones (corrupted_mean), the
-font score, and overall: the mean of the eight corruptions and the fonts.
-The same flags, fonts and weights give the same figures.
+font score, and overall: the mean of the eight corruptions and the fonts (--json: as JSON,
+what --output writes). The same flags, fonts and weights give the same figures.
 """
 
 import functools
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -211,7 +212,7 @@ def split_images(data_dir, split, holdout, count):
 
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default=str(COMMITTED_WEIGHTS), help="weights.pt of either network")
+    p.add_argument("--weights", default=str(COMMITTED_WEIGHTS), help="weights.pt of either network")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="val: the last --holdout training images, for choosing a recipe")
     p.add_argument("--holdout", type=bounded(int, 1, 59000), default=10000)
@@ -219,15 +220,19 @@ def parse_args(argv=None):
     p.add_argument("--font-count", type=bounded(int, 0), default=2000, help="font-rendered digits")
     p.add_argument("--seed", type=bounded(int, 0), default=0, help="the benchmark's draws, not the model's")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--json", metavar="PATH", help="also write the figures here")
-    return p.parse_args(argv)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
+    p.add_argument("--output", metavar="PATH", help="also write them here, as JSON")
+    args = p.parse_args(argv)
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        p.error(f"--output {args.output}: its folder does not exist")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.weights)
         ensure_mnist(args.data_dir)
         pixels, labels = split_images(args.data_dir, args.split, args.holdout, args.count)
         fonts = installed_fonts()
@@ -235,17 +240,19 @@ def main(argv=None):
     except (WeightsError, DataError, OSError) as error:
         sys.exit(f"robustness.py: error: {error}")
     seconds = time.perf_counter() - start
-    for name, score in scores.items():
-        print(f"{name:15} {'n/a (no font found)' if score is None else f'{score:6.2f}%'}")
-    print(f"{args.checkpoint}: {len(labels)} {args.split} images per corruption, {args.font_count} font "
-          f"digits from {len(fonts)} fonts, {seconds:.1f} s")
+    weights_sha256 = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
+    result = {"weights": str(args.weights), "weights_sha256": weights_sha256, "split": args.split,
+              "count": len(labels), "seed": args.seed, "font_count": args.font_count, "fonts": len(fonts),
+              "fonts_sha256": fonts_digest(fonts), "scores": scores, "seconds": seconds}
     if args.json:
-        weights_sha256 = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()
-        atomic_write_json(args.json, {"checkpoint": str(args.checkpoint), "weights_sha256": weights_sha256,
-                                      "split": args.split,
-                                      "count": len(labels), "seed": args.seed, "font_count": args.font_count,
-                                      "fonts": len(fonts), "fonts_sha256": fonts_digest(fonts),
-                                      "scores": scores, "seconds": seconds})
+        print(json.dumps(result, indent=2))
+    else:
+        for name, score in scores.items():
+            print(f"{name:15} {'n/a (no font found)' if score is None else f'{score:6.2f}%'}")
+        print(f"{args.weights}: {len(labels)} {args.split} images per corruption, {args.font_count} font "
+              f"digits from {len(fonts)} fonts, {seconds:.1f} s")
+    if args.output:
+        atomic_write_json(args.output, result)
     return scores
 
 

@@ -10,12 +10,13 @@ Each seed is an ordinary `python train.py --seed N --threads T --out-dir OUT/see
 and wall.json: the whole process's wall time, start to exit, kept only for a run
 that was not resumed (the fast recipe's time is measured this way). Every flag
 that seeds.py does not know goes to train.py. Run again, a seed already finished
-with the same settings is skipped and an interrupted one resumes from its
-checkpoint. Ctrl-C stops every job after its current batch and
-says how to continue. A failing seed is reported, the others go on, and the
-exit code is 1; so too for a seed that --robustness cannot score, whose one-line
-error seeds.json keeps (robustness_error). Writes OUT/seeds.json and
-OUT/seeds.png and prints the table.
+with the same settings (those that decide a run, as train.py defines them: a
+--recipe counts by its values, --data-dir not at all) is skipped, and an
+interrupted one resumes from its checkpoint. Ctrl-C stops every job after its
+current batch and says how to continue. A failing seed is reported, the others
+go on, and the exit code is 1; so too for a seed that --robustness cannot score,
+whose one-line error seeds.json keeps (robustness_error). Writes OUT/seeds.json
+and OUT/seeds.png and prints the table.
 """
 
 import argparse
@@ -82,12 +83,11 @@ def seed_flags(args, seed):
     return [*args.train_flags, "--seed", str(seed), "--out-dir", str(Path(args.out_dir) / f"seed{seed}")]
 
 
-def other_settings(history, expected):
-    """The settings in which a finished run's history differs from EXPECTED train.py args."""
-    config = history["config"]
-    skip = {"resume"} | ({"device"} if expected.device == "auto" else set())  # auto: resolved in config
-    return [f"{key} {config.get(key)!r} (now {value!r})" for key, value in vars(expected).items()
-            if value is not None and key not in skip and config.get(key) != value]
+def other_settings(args, seed, history):
+    """The settings that decide a run (train.changed_settings) in which SEED's finished run,
+    HISTORY, differs from the run these ARGS ask for."""
+    expected = train.run_config(train.parse_args(seed_flags(args, seed)))
+    return train.changed_settings(history["config"], expected)
 
 
 def read_history(folder):
@@ -122,8 +122,8 @@ def score_robustness(args):
             flags = train.parse_args(seed_flags(args, seed))
             split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
             try:
-                robustness.main(["--checkpoint", str(folder / "weights.pt"), "--data-dir", flags.data_dir,
-                                 *split, "--json", str(folder / "robustness.json")])
+                robustness.main(["--weights", str(folder / "weights.pt"), "--data-dir", flags.data_dir,
+                                 *split, "--output", str(folder / "robustness.json")])
             except SystemExit as failure:  # robustness.py's one-line error (or argparse's exit code)
                 code = failure.code
                 errors[seed] = code if isinstance(code, str) else f"robustness.py: exit code {code}"
@@ -173,12 +173,11 @@ def run_seeds(args):
     for seed in args.seeds:
         folder = Path(args.out_dir) / f"seed{seed}"
         history = read_history(folder)
-        expected = train.parse_args(seed_flags(args, seed))
         if history is None:
             queue.append(seed)
-        elif other_settings(history, expected):
-            print(f"seed {seed}: {folder} holds a finished run with other settings "
-                  f"({'; '.join(other_settings(history, expected))}); use another --out-dir")
+        elif changed := other_settings(args, seed, history):
+            print(f"seed {seed}: {folder} holds a finished run with other settings ({'; '.join(changed)}); "
+                  "use another --out-dir")
             failed.append(seed)
     done = len(args.seeds) - len(queue) - len(failed)
     if done:
@@ -250,21 +249,21 @@ def run_row(folder, seed, history, robustness_error=None):
 
 
 def summarize(args, robustness_errors):
-    """seeds.json's content from the finished seeds' history.json files and score_robustness's
-    {seed: error}, or None if none finished."""
+    """seeds.json's content from the history.json files of the seeds finished with these
+    settings and score_robustness's {seed: error}, or None if no seed finished."""
     folders = {seed: Path(args.out_dir) / f"seed{seed}" for seed in args.seeds}
     histories = {seed: read_history(folder) for seed, folder in folders.items()}
-    runs = [run_row(folders[seed], seed, h, robustness_errors.get(seed))
-            for seed, h in histories.items() if h is not None]
+    histories = {seed: h for seed, h in histories.items()
+                 if h is not None and not other_settings(args, seed, h)}
+    runs = [run_row(folders[seed], seed, h, robustness_errors.get(seed)) for seed, h in histories.items()]
     if not runs:
         return None
-    first = next(h for h in histories.values() if h is not None)
+    first = next(iter(histories.values()))
     split = first["config"]["eval_split"]
     walls = [run["wall_seconds"] for run in runs if run["wall_seconds"] is not None]
     finals = [run[f"final_{split}_acc"] for run in runs]
-    per_machine = {k: v for k, v in first["config"].items()
-                   if k not in ("seed", "out_dir", "resume", "cpu", "cpu_capability")}
-    return {"config": per_machine, "train_flags": args.train_flags, "split": split, "runs": runs,
+    shared = {k: v for k, v in train.deciding_settings(first["config"]).items() if k != "seed"}
+    return {"config": shared, "train_flags": args.train_flags, "split": split, "runs": runs,
             "summary": {"n": len(finals), "mean": statistics.mean(finals),
                         "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                         "min": min(finals), "max": max(finals),

@@ -1,17 +1,21 @@
 """Train the reference 7,544-parameter network on MNIST to 99.4% in 15 epochs.
 
-    python train.py                          # the default recipe, seed 1; writes runs/seed1/
+    python train.py                          # the default recipe, seed 1; writes runs/default/seed1/
     python train.py --seed 2 --threads 1     # another seed, one CPU thread
-    python train.py --recipe fast            # 10 epochs at batch 128: 99.4% in about half the time
-    python train.py --model tiny             # the 2,962-parameter network and its recipe
+    python train.py --recipe fast            # 10 epochs at batch 128, in runs/fast/seed1/
+    python train.py --model tiny             # the 2,962-parameter network and its recipe: runs/tiny/seed1/
     python train.py --holdout 10000          # validate on the last 10,000 training images
-    python train.py --resume runs/seed1/checkpoint.pt   # continue a stopped run (same flags)
+    python train.py --resume runs/default/seed1/checkpoint.pt   # continue a stopped run (same flags)
 
 Every setting is a flag; the whole configuration is printed at start. MNIST is
 held as one tensor on the device and batched, augmented and normalized there
 (loaders.py). Writes output.png (the curves), misclassified.png, history.json
 and weights.pt to --out-dir, and checkpoint.pt after every epoch, from which
---resume continues bit for bit. Ctrl-C stops after the current batch.
+--resume continues bit for bit. Ctrl-C stops after the current batch. The default
+--out-dir is runs/NAME/seedN, NAME what sets the run apart: its recipe, network,
+width or channels (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny).
+A finished run made with other settings (as --max-lr 0.1 into runs/default/seed1)
+is not replaced without --overwrite.
 """
 
 import argparse
@@ -66,10 +70,14 @@ MODEL_RECIPES = {"reference": {}, "tiny": dict(dropout=0.0, max_lr=0.05, weight_
 RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dropout=0.0, weight_decay=5e-4),
            "reference": dict(REFERENCE_RECIPE, batch_size=None, rotation=7.0, translate=0.0, scale=0.0,
                              interpolation="nearest", dropout=0.05, ema=0.0)}
-# Settings that do not change what a run computes on one machine. Every other one decides
-# the result: a resumed run must have the same, and seeds.py skips a finished run only then.
-NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "deterministic",
-                "eval_split", "torch", "cpu", "cpu_capability")
+# Entries of a run's config (history.json) that do not change the weights it computes on one
+# machine: where its files are, the recipe's name (the values it sets are recorded as flags),
+# evaluation's batch size, and what it ran on. Every other entry decides the result.
+# deciding_settings and changed_settings are the one definition of that: resuming (checkpoint.py),
+# the refusal to replace a finished run, seeds.py's reuse of one and its summary, and
+# bench/screening_table.py use them.
+NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "overwrite",
+                "deterministic", "eval_split", "torch", "cpu", "cpu_capability")
 
 
 def as_flags(settings):
@@ -88,7 +96,9 @@ def add_run_flags(p):
         help="train on all but the last N training images and validate on those, not the test set")
     add("--test-batch-size", type=bounded(int, 1), help="default: 250 on the CPU (faster there), else 1000")
     add("--data-dir", default="data", help="MNIST goes to DATA_DIR/MNIST/raw")
-    add("--out-dir", default=None, help="default: runs/seed<SEED>")
+    add("--out-dir", default=None, help="default: runs/NAME/seed<SEED>, NAME from --recipe, --model, --width "
+                                        "and --channels: default, fast, tiny, w0.9, ...")
+    add("--overwrite", action="store_true", help="replace a finished run in --out-dir with other settings")
     add("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.pt of this run")
     add("--deterministic", action="store_true", help="for CUDA; CPU runs repeat without it")
 
@@ -148,8 +158,21 @@ def parse_args(argv=None):
         p.error("give --width or --channels, not both")
     if args.device != "auto" and not cli.device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
-    args.out_dir = args.out_dir or str(Path("runs") / f"seed{args.seed}")
+    args.out_dir = args.out_dir or str(Path("runs") / run_name(args) / f"seed{args.seed}")
     return args
+
+
+def run_name(args):
+    """The default run folder's name: what sets the run apart from the default recipe's
+    (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny, ...)."""
+    parts = [] if args.recipe == "default" else [args.recipe]
+    if args.model != "reference":
+        parts.append(args.model)
+    if args.width != 1:
+        parts.append(f"w{args.width:g}")
+    if args.channels:
+        parts.append("channels-" + "-".join(map(str, args.channels)))
+    return "-".join(parts) or "default"
 
 
 def deciding_settings(config):
@@ -157,12 +180,56 @@ def deciding_settings(config):
     return {key: value for key, value in config.items() if key not in NOT_DECIDING}
 
 
-def make_optimizer(model, recipe, steps_per_epoch, **kernel):
-    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys; KERNEL picks
-    SGD's implementation (foreach=True or fused=True, as the benchmark compares)."""
+def changed_settings(before, after):
+    """'key old (now new)' for each setting that decides a run and differs from config BEFORE
+    to config AFTER; an entry that one of them lacks counts as None."""
+    before, after = deciding_settings(before), deciding_settings(after)
+    return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
+            for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+
+
+def make_model(args):
+    if args.model == "reference":
+        return Net(args.dropout, args.width, args.channels)
+    return TinyNet(args.dropout)
+
+
+def run_config(args):
+    """The config a run with ARGS records in history.json, as this machine resolves it: the
+    device, batch sizes and threads, and the network's parameter count."""
+    device = cli.pick_device(args.device)
+    with torch.device("meta"):  # counted without drawing from the random generator
+        parameters = count_parameters(make_model(args))
+    sizes = cli.sizes_for(device, args.batch_size, args.test_batch_size)
+    return {**vars(args), "device": str(device), **sizes, "threads": args.threads or torch.get_num_threads(),
+            "eval_split": "val" if args.holdout else "test", "torch": str(torch.__version__),
+            # CPU runs repeat bit for bit only on the same kind of CPU: torch picks kernels by it.
+            "cpu": cli.cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "parameters": parameters}
+
+
+def refuse_to_replace(args):
+    """Exit with one line if --out-dir holds a finished run whose deciding settings differ
+    from this one's, unless --overwrite."""
+    path = Path(args.out_dir) / "history.json"
+    if args.overwrite or not path.exists():
+        return
+    how = "give another --out-dir, or --overwrite to replace it"
+    try:
+        saved = json.loads(path.read_text())["config"]
+    except (ValueError, KeyError, TypeError):
+        sys.exit(f"train.py: error: {path} is not a history.json that train.py can read; {how}")
+    changed = changed_settings(saved, run_config(args))
+    if changed:
+        sys.exit(f"train.py: error: {args.out_dir} holds a finished run with other settings "
+                 f"({'; '.join(changed)}); {how}")
+
+
+def make_optimizer(model, recipe, steps_per_epoch):
+    """SGD-Nesterov under OneCycleLR, from RECIPE's REFERENCE_RECIPE keys."""
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.max_lr / recipe.div_factor,
                                 momentum=recipe.max_momentum, weight_decay=recipe.weight_decay,
-                                nesterov=recipe.nesterov, **kernel)
+                                nesterov=recipe.nesterov)
     scheduler = OneCycleLR(
         optimizer, max_lr=recipe.max_lr, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
         pct_start=recipe.pct_start, div_factor=recipe.div_factor,
@@ -171,14 +238,14 @@ def make_optimizer(model, recipe, steps_per_epoch, **kernel):
     return optimizer, scheduler
 
 
-def train_epoch(state, loader, stop, show_progress=None):
+def train_epoch(state, loader, stop):
     """One pass over the training set: (mean loss, % right in train mode, the last batch's
     learning rate). One host sync a batch: the loss, to stop on NaN. The progress bar shows
-    on a terminal (show_progress None), always (True) or never (False)."""
+    on a terminal only."""
     model, optimizer, epoch = state.model, state.optimizer, state.epoch + 1
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    with tqdm(loader, disable=None if show_progress is None else not show_progress) as progress:
+    with tqdm(loader, disable=None) as progress:
         for batch_id, (data, target) in enumerate(progress):
             stop.check(f"in epoch {epoch}, batch {batch_id}")
             lr = optimizer.param_groups[0]["lr"]
@@ -242,12 +309,9 @@ def setup(args):
     """(TrainingState, training loader, evaluation loader, config) for ARGS, the data on the device."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = cli.pick_device(args.device)
-    sizes = cli.sizes_for(device, args.batch_size, args.test_batch_size)
-    config = {**vars(args), "device": str(device), **sizes, "threads": torch.get_num_threads(),
-              "eval_split": "val" if args.holdout else "test", "torch": torch.__version__,
-              # CPU runs repeat bit for bit only on the same kind of CPU: torch picks kernels by it.
-              "cpu": cli.cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    config = run_config(args)
+    device = torch.device(config["device"])
+    sizes = {key: config[key] for key in ("batch_size", "test_batch_size")}
     ensure_mnist(args.data_dir)
     if args.deterministic:
         cli.make_deterministic()
@@ -255,9 +319,7 @@ def setup(args):
     augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation)
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
                                              holdout=args.holdout, **sizes)
-    model = (Net(args.dropout, args.width, args.channels) if args.model == "reference"
-             else TinyNet(args.dropout)).to(device)
-    config["parameters"] = count_parameters(model)
+    model = make_model(args).to(device)
     optimizer, scheduler = make_optimizer(model, args, len(train_loader))
     ema = AveragedModel(model, multi_avg_fn=ema_update(args.ema), use_buffers=True) if args.ema else None
     state = TrainingState(model, optimizer, scheduler, train_loader.generator, device, ema)
@@ -281,7 +343,7 @@ def train(state, train_loader, eval_loader, config, checkpoint, stop):
                               "lr": lr, f"{split}_loss": evaluation.loss,
                               f"{split}_acc": evaluation.accuracy, "seconds": seconds})
         state.epoch = epoch
-        state.save(checkpoint, deciding_settings(config))
+        state.save(checkpoint, config)
     stop.check("after the last epoch")
     return evaluation or evaluate(state.evaluated_model, eval_loader)
 
@@ -291,12 +353,13 @@ def main(argv=None):
     args = parse_args(argv)
     checkpoint, resumed = Path(args.out_dir) / "checkpoint.pt", None
     try:
+        refuse_to_replace(args)
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
         state, train_loader, eval_loader, config = setup(args)
         print_summary(state.model)
         print("Config:", json.dumps(config, indent=2))
         if args.resume:
-            state.restore(args.resume, deciding_settings(config))
+            state.restore(args.resume, config, changed_settings)
             resumed = state.epoch
             print(f"Resuming after epoch {state.epoch} of {args.epochs} from {args.resume}")
         with StopOnSignal() as stop:

@@ -7,16 +7,15 @@ fresh browser contexts (nothing cached); then one inference, 200 times. From the
 
 import functools
 import http.server
+import os
 import statistics
-import sys
 import threading
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from test_web import CHROMIUM, WEB, QuietHandler  # noqa: E402 (after the path is set)
+WEB = Path(__file__).resolve().parents[1] / "web"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 INFERENCES = """async () => {
     const pad = document.querySelector('#pad');
@@ -27,6 +26,11 @@ INFERENCES = """async () => {
     }
     return times;
 }"""
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 def draw_a_one(page):

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for run in "${1:-runs/screen}"/*/seed*; do
   if [[ -f $run/weights.pt && ! -f $run/robustness.json ]]; then
-    OMP_NUM_THREADS=1 python robustness.py --split val --holdout 10000 --checkpoint "$run/weights.pt" \
-      --json "$run/robustness.json" > "$run/robustness.log"
+    OMP_NUM_THREADS=1 python robustness.py --split val --holdout 10000 --weights "$run/weights.pt" \
+      --output "$run/robustness.json" > "$run/robustness.log"
   fi
 done

@@ -4,7 +4,7 @@ run (as the train.py command that repeats it), its seed, device and CPU, and its
     python bench/screening_table.py runs/screen results/screening/round-4.csv
 
 FOLDER holds <candidate>/seed<N>/history.json, and robustness.json where the run's weights
-were scored (python robustness.py --split val --checkpoint W --json ...). A flag that the
+were scored (python robustness.py --split val --weights W --output ...). A flag that the
 code has since dropped is written as it was given then (the round's commit has it).
 """
 
@@ -16,25 +16,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from files import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
+from train import deciding_settings  # noqa: E402
 
-# Config entries that are not train.py flags, or that say where a run went, not what it computed.
-NOT_FLAGS = {"recipe", "out_dir", "resume", "data_dir", "eval_split", "torch", "parameters", "cpu",
-             "cpu_capability", "device", "test_batch_size", "deterministic", "teacher_sha256"}
+# Settings that decide a run but are no flag: train.py computed them from its flags.
+COMPUTED = {"parameters", "teacher_sha256"}
 COLUMNS = ["candidate", "seed", "device", "cpu", "torch", "final_val_acc", "last_3_min", "best_val_acc",
            "best_epoch", "seconds", "parameters", "robust_fonts", "robust_overall", "command"]
 
 
 def command(config):
-    """The train.py command that repeats the run: every setting that decides it, as a flag."""
+    """The train.py command that repeats the run: every setting that decides it (train.py's
+    deciding_settings), as a flag."""
     words = ["python", "train.py"]
-    for key, value in config.items():
-        if key in NOT_FLAGS or value is None:
+    for key, value in deciding_settings(config).items():
+        if key in COMPUTED or value is None:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
             words.append(flag)
         elif value is False:
             words.append("--no-" + flag[2:] if key == "nesterov" else "")
+        elif isinstance(value, list):  # --channels
+            words += [flag, ",".join(map(str, value))]
         else:
             words += [flag, str(value)]
     return " ".join(word for word in words if word)

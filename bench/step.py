@@ -26,6 +26,8 @@ top operators of one more run of each candidate (its steps and its test pass).
 Runs on whatever device train.py would pick.
 """
 
+import contextlib
+import io
 import math
 import os
 import platform
@@ -40,16 +42,17 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import OneCycleLR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402 (the project's modules are one folder up)
 from bench.pipelines import torchvision_loaders  # noqa: E402
 from checkpoint import StopOnSignal  # noqa: E402
-from cli import OneLineErrorParser, bounded, cpu_name, pick_device, sizes_for, synchronize  # noqa: E402
+from cli import OneLineErrorParser, bounded, cpu_name, pick_device, sizes_for  # noqa: E402
 from data import DataError, ensure_mnist, read_split  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from files import atomic_write_json  # noqa: E402
-from loaders import Augmentation, make_loaders, normalized  # noqa: E402
+from loaders import Augmentation, InMemoryLoader, normalized, read_splits  # noqa: E402
 from model import Dropout, Net  # noqa: E402
 
 
@@ -67,16 +70,33 @@ class Setup:
     dropout: float
 
 
+def synchronize(device):
+    """Wait until DEVICE has done all it was given (CUDA and MPS run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def in_memory_loaders(data_dir, device, *, batch_size, test_batch_size, augment, seed, train_limit):
+    """loaders.make_loaders's loaders, training on the first TRAIN_LIMIT images only."""
+    (train_pixels, train_labels), (test_pixels, test_labels) = read_splits(data_dir)
+    return (InMemoryLoader(train_pixels[:train_limit], train_labels[:train_limit], batch_size, device,
+                           shuffle=True, augment=augment, seed=seed),
+            InMemoryLoader(test_pixels, test_labels, test_batch_size, device))
+
+
 def pipeline(kind, setup, model, optimizer, scheduler):
     """Time train.py's own loop over the first setup.steps batches, then the test pass."""
-    make = make_loaders if kind == "in-memory" else torchvision_loaders
+    make = in_memory_loaders if kind == "in-memory" else torchvision_loaders
     train_loader, test_loader = make(
         setup.data_dir, setup.device, batch_size=setup.batch_size, test_batch_size=setup.test_batch_size,
         augment=Augmentation(rotation=7.0), seed=1, train_limit=setup.steps * setup.batch_size)
     state = SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, ema=None, epoch=0)
-    with StopOnSignal() as stop:
+    # train_epoch's progress bar shows on a terminal only: stderr is not one here, so none is timed.
+    with StopOnSignal() as stop, contextlib.redirect_stderr(io.StringIO()):
         start = time.perf_counter()
-        train.train_epoch(state, train_loader, stop, show_progress=False)
+        train.train_epoch(state, train_loader, stop)
         synchronize(setup.device)
         middle = time.perf_counter()
         evaluate(model, test_loader)
@@ -150,10 +170,16 @@ OPTIMIZER_KERNEL = {"floor-foreach": {"foreach": True}, "floor-fused": {"fused":
 
 
 def make_optimizer(name, model, steps):
-    """The reference recipe's optimizer and schedule over STEPS; the floor-foreach/-fused
-    candidates choose SGD's kernel."""
-    recipe = SimpleNamespace(**{**train.REFERENCE_RECIPE, "epochs": 1})
-    return train.make_optimizer(model, recipe, steps, **OPTIMIZER_KERNEL.get(name, {}))
+    """The reference recipe's optimizer and schedule over STEPS, as train.make_optimizer
+    makes them; the floor-foreach/-fused candidates choose SGD's kernel."""
+    r, kernel = SimpleNamespace(**train.REFERENCE_RECIPE), OPTIMIZER_KERNEL.get(name, {})
+    optimizer = torch.optim.SGD(model.parameters(), lr=r.max_lr / r.div_factor, momentum=r.max_momentum,
+                                weight_decay=r.weight_decay, nesterov=r.nesterov, **kernel)
+    scheduler = OneCycleLR(optimizer, max_lr=r.max_lr, total_steps=steps, pct_start=r.pct_start,
+                           div_factor=r.div_factor, final_div_factor=r.final_div_factor,
+                           anneal_strategy=r.anneal_strategy, base_momentum=r.base_momentum,
+                           max_momentum=r.max_momentum)
+    return optimizer, scheduler
 
 
 def time_candidate(name, setup, profile=False):
@@ -229,13 +255,13 @@ def parse_args(argv=None):
     p.add_argument("--test-batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--json", default="bench.json", help="where the results go")
+    p.add_argument("--output", default="bench.json", help="where the results go, as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 60, 3
     args.candidates = list(dict.fromkeys(args.candidates.split(",")))  # each once, in order
-    if not Path(args.json).resolve().parent.is_dir():
-        p.error(f"--json {args.json}: its folder does not exist")
+    if not Path(args.output).resolve().parent.is_dir():
+        p.error(f"--output {args.output}: its folder does not exist")
     unknown = [name for name in args.candidates if name not in CANDIDATES]
     if unknown:
         p.error(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
@@ -291,11 +317,11 @@ def main(argv=None):
     profiles = {name: top_operators(time_candidate(name, setup, profile=True))
                 for name in args.candidates} if args.profile else {}
     print_profiles(profiles)
-    atomic_write_json(args.json, {"machine": machine(), "device": str(setup.device),
+    atomic_write_json(args.output, {"machine": machine(), "device": str(setup.device),
                                   "batch_size": setup.batch_size, "test_batch_size": setup.test_batch_size,
                                   "steps": args.steps,
                                   "repeats": args.repeats, "candidates": rows, "profiles": profiles})
-    print(f"Wrote {args.json}")
+    print(f"Wrote {args.output}")
     return rows
 
 

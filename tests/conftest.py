@@ -52,12 +52,11 @@ def synthetic_mnist(tmp_path):
 
 @pytest.fixture
 def no_acquisition(monkeypatch):
-    """train.py, bench/step.py and export.py use the data dir as it is."""
+    """train.py and export.py use the data dir as it is."""
     import export
     import train
-    from bench import step
 
-    for module in (train, step, export):
+    for module in (train, export):
         monkeypatch.setattr(module, "ensure_mnist", lambda data_dir: None)
 
 

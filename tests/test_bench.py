@@ -1,20 +1,41 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
-bench/frontier.py on hand-made seeds.py outputs."""
+bench/frontier.py and bench/screening_table.py on hand-made outputs. Each runs as a process: the tests import
+nothing from bench/."""
 
+import csv
+import io
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from bench import frontier, step
+import train
+from conftest import ROOT
+
+WITHOUT_ACQUISITION = ROOT / "tests" / "bench_without_acquisition.py"
 
 
-def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path, no_acquisition,
-                                                                    capsys):
+def run_step(data_dir, *argv):
+    """bench/step.py on DATA_DIR as it is (no MNIST acquisition); the finished process."""
+    command = [sys.executable, str(WITHOUT_ACQUISITION), "bench/step.py", "--data-dir", str(data_dir),
+               "--batch-size", "32", *argv]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # one thread a test worker
+
+
+def run_frontier(*argv):
+    command = [sys.executable, "bench/frontier.py", *argv]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnist, tmp_path):
     out = tmp_path / "bench.json"
-    step.main(["--data-dir", str(synthetic_mnist), "--steps", "2", "--repeats", "2", "--batch-size", "32",
-                "--test-batch-size", "50", "--json", str(out),
-                "--profile", "--candidates",
-                "torchvision,in-memory,floor,floor-native-dropout,floor-no-dropout,floor-channels-last"])
+    done = run_step(synthetic_mnist, "--steps", "2", "--repeats", "2", "--test-batch-size", "50",
+                    "--output", str(out), "--profile", "--candidates",
+                    "torchvision,in-memory,floor,floor-native-dropout,floor-no-dropout,floor-channels-last")
+    assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     rows = result["candidates"]
     assert list(rows) == ["torchvision", "in-memory", "floor", "floor-native-dropout", "floor-no-dropout",
@@ -29,7 +50,7 @@ def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnis
         speedup = rows["torchvision"]["epoch_s"] / row["epoch_s"]
         assert row["speedup_over_torchvision"] == pytest.approx(speedup)
     assert rows["floor"]["x_floor"] == 1.0
-    printed = capsys.readouterr().out
+    printed = done.stdout
     table = printed.split("candidate")[-1].split("Top operators")[0].splitlines()[1:]
     assert [line.split()[0] for line in table if line] == list(rows)
     assert list(result["profiles"]) == list(rows)
@@ -43,15 +64,33 @@ def test_tiny_bench_writes_every_candidate_with_consistent_ratios(synthetic_mnis
     (["--candidates", "floor,warp-drive"], "unknown candidate warp-drive"),
     (["--steps", "0"], "--steps: 0 is outside"),
     (["--steps", "9"], "--steps 9 x batch 32 is more than the 256 training images"),
-    (["--json", "no/such/folder/b.json"], "its folder does not exist"),
+    (["--output", "no/such/folder/b.json"], "its folder does not exist"),
 ])
-def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, no_acquisition, capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        step.main(["--data-dir", str(synthetic_mnist), "--batch-size", "32",
-                    "--json", str(tmp_path / "b.json"), *argv])
-    text = str(exit_info.value.code) + capsys.readouterr().err
-    assert message in text and len(text.strip().splitlines()) == 1
+def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, argv, message):
+    done = run_step(synthetic_mnist, "--output", str(tmp_path / "b.json"), *argv)
+    assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b.json").exists()
+
+
+def test_screening_table_writes_the_command_that_repeats_each_run(tmp_path):
+    flags = ["--seed", "2", "--holdout", "100", "--channels", "4,8,8,8,8,12,12", "--recipe", "fast",
+             "--data-dir", "elsewhere", "--no-nesterov"]
+    config = train.run_config(train.parse_args(flags))
+    epochs = [{"val_acc": 98.0, "seconds": 1.0}, {"val_acc": 99.0, "seconds": 1.0}]
+    run = tmp_path / "screen" / "c01" / "seed2"
+    run.mkdir(parents=True)
+    (run / "history.json").write_text(json.dumps({"config": config, "epochs": epochs}))
+    command = [sys.executable, "bench/screening_table.py", str(tmp_path / "screen"), str(tmp_path / "t.csv")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text()))
+    assert (row["candidate"], row["seed"], row["best_epoch"]) == ("c01", "2", "2")
+    assert row["final_val_acc"] == row["best_val_acc"] == "99.0" and row["last_3_min"] == "98.0"
+    words = row["command"].split()
+    assert words[:2] == ["python", "train.py"] and "--channels" in words and "--no-nesterov" in words
+    assert not {"--recipe", "--data-dir", "--parameters", "--device"} & set(words)
+    again = train.run_config(train.parse_args(words[2:]))  # the command repeats what decides the run
+    assert train.deciding_settings(again) == train.deciding_settings(config)
 
 
 def write_table(folder, parameters, finals, width=1.0):
@@ -65,16 +104,16 @@ def write_table(folder, parameters, finals, width=1.0):
 def test_frontier_keeps_the_seeds_asked_for_and_sorts_by_size(tmp_path):
     big = write_table(tmp_path / "w1", 7544, [99.40, 99.50, 99.30, 99.90])
     small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
-    rows = frontier.main([big, small, "--seeds", "1-3", "--out", str(tmp_path / "out")])
-    assert [row["parameters"] for row in rows] == [3723, 7544]
-    assert rows[1]["finals"] == [99.40, 99.50, 99.30] and rows[1]["mean"] == pytest.approx(99.40)
-    assert rows[1]["min"] == 99.30 and rows[1]["at_least_99_40"] == 2
+    done = run_frontier(big, small, "--seeds", "1-3", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
     markdown = (tmp_path / "out" / "frontier.md").read_text()
-    assert "| reference, width 0.7 | 3,723 | 1-3 | 99.40 ± 0.10% | 99.30% | 2 of 3 |" in markdown
-    assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
+    rows = markdown.splitlines()[2:]  # by size: the smaller first; seed 4 of the bigger left out
+    assert rows == ["| reference, width 0.7 | 3,723 | 1-3 | 99.40 ± 0.10% | 99.30% | 2 of 3 |",
+                    "| reference, width 1 | 7,544 | 1-3 | 99.40 ± 0.10% | 99.30% | 2 of 3 |"]
+    assert markdown in done.stdout and (tmp_path / "out" / "frontier.png").stat().st_size > 0
 
 
 def test_frontier_refuses_a_table_without_a_seed_asked_for(tmp_path):
     small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
-    with pytest.raises(SystemExit, match="does not have every seed"):
-        frontier.main([small, "--seeds", "1-4", "--out", str(tmp_path / "out")])
+    done = run_frontier(small, "--seeds", "1-4", "--out", str(tmp_path / "out"))
+    assert done.returncode == 1 and "does not have every seed" in done.stderr

@@ -168,9 +168,8 @@ def a_checkpoint(path, epoch):
     model = Net()
     args = train.parse_args(["--epochs", "1"])
     optimizer, scheduler = train.make_optimizer(model, args, 10)
-    config = dict(vars(args), batch_size=64, parameters=7544, threads=1)
     state = TrainingState(model, optimizer, scheduler, torch.Generator(), torch.device("cpu"), epoch=epoch)
-    state.save(path, train.deciding_settings(config))
+    state.save(path, train.run_config(args))
 
 
 def write_half_then_wait(path, mid_write):

@@ -70,9 +70,9 @@ def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
 @pytest.mark.parametrize("network", [Net(), TinyNet(), Net(width=0.7)], ids=["reference", "tiny", "w0.7"])
 def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys,
                                                    network):
-    checkpoint = tmp_path / "weights.pt"
-    save_weights(checkpoint, network)
-    export.main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.onnx"),
+    weights = tmp_path / "weights.pt"
+    save_weights(weights, network)
+    export.main(["--weights", str(weights), "--output", str(tmp_path / "m.onnx"),
                  "--data-dir", str(synthetic_mnist)])
     printed = capsys.readouterr().out
     assert "on 100 MNIST test images" in printed
@@ -91,7 +91,7 @@ def test_export_refuses_an_onnx_model_beyond_the_tolerance(synthetic_mnist, tmp_
     export_onnx = export.export_onnx
     monkeypatch.setattr(export, "export_onnx", lambda _: export_onnx(doubled_classifier(model)))
     with pytest.raises(SystemExit, match="does not match PyTorch"):
-        export.main(["--checkpoint", str(tmp_path / "weights.pt"), "--output", str(tmp_path / "m.onnx"),
+        export.main(["--weights", str(tmp_path / "weights.pt"), "--output", str(tmp_path / "m.onnx"),
                      "--data-dir", str(synthetic_mnist)])
     max_diff, disagreements = reported_diff(capsys.readouterr().out)
     assert max_diff > 10 * export.MAX_ABS_DIFF and disagreements == 0

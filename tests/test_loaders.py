@@ -1,18 +1,16 @@
-"""The in-memory loader, against the torchvision pipeline it replaces (bench/pipelines.py)."""
+"""The in-memory loader, against torchvision's transforms, which it replaces."""
 
 import pytest
 import torch
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from bench.pipelines import torchvision_loaders
 from conftest import synthetic_digits
 from data import read_split
 from loaders import Augmentation, InMemoryLoader, make_loaders, normalized, to_unit_interval, transform
 from model import normalize
 
 CPU = torch.device("cpu")
-MAKERS = {"in-memory": make_loaders, "torchvision": torchvision_loaders}
 ROTATION = Augmentation(rotation=7.0)
 
 
@@ -99,28 +97,20 @@ def test_augmentation_draws_from_the_generator_and_only_what_is_enabled():
     assert torch.equal(rotation_only.get_state(), with_none_enabled.get_state())
 
 
-def test_both_loaders_give_the_same_normalized_test_tensors(synthetic_mnist):
-    test_loaders = [make(synthetic_mnist, CPU, batch_size=32, test_batch_size=30, augment=ROTATION, seed=1)[1]
-                    for make in MAKERS.values()]
-    (memory_images, memory_labels), (pil_images, pil_labels) = (
-        [torch.cat(parts) for parts in zip(*loader)] for loader in test_loaders)
-    assert memory_images.shape == (100, 1, 28, 28)
-    assert torch.equal(memory_images, pil_images) and torch.equal(memory_labels, pil_labels)
-    assert torch.equal(memory_images, normalized(read_split(synthetic_mnist, train=False)[0]))
+def test_test_tensors_are_torchvisions_to_tensor_and_normalize(synthetic_mnist):
+    _, test_loader = make_loaders(synthetic_mnist, CPU, batch_size=32, test_batch_size=30, augment=ROTATION,
+                                  seed=1)
+    images, labels = (torch.cat(parts) for parts in zip(*test_loader))
+    pixels, expected_labels = read_split(synthetic_mnist, train=False)
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    expected = torch.stack([to_tensor(TF.to_pil_image(p)) for p in pixels])
+    assert images.shape == (100, 1, 28, 28)
+    assert torch.equal(images, expected) and torch.equal(labels, expected_labels)
+    assert torch.equal(images, normalized(pixels))
 
 
-@pytest.mark.parametrize("kind", ["in-memory", "torchvision"])
-def test_train_limit_keeps_the_first_images(synthetic_mnist, kind):
-    train_loader, _ = MAKERS[kind](synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
-                                   augment=Augmentation(), seed=1, train_limit=64)
-    first_64 = read_split(synthetic_mnist, train=True)[1][:64]
-    assert len(train_loader) == 2
-    assert sorted(epoch_labels(train_loader)) == sorted(first_64.tolist())
-
-
-@pytest.mark.parametrize("kind", ["in-memory", "torchvision"])
-def test_holdout_trains_and_validates_on_disjoint_images(synthetic_mnist, kind):
-    train_loader, eval_loader = MAKERS[kind](synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
+def test_holdout_trains_and_validates_on_disjoint_images(synthetic_mnist):
+    train_loader, eval_loader = make_loaders(synthetic_mnist, CPU, batch_size=32, test_batch_size=50,
                                              augment=Augmentation(), seed=1, holdout=56)
     pixels, _ = read_split(synthetic_mnist, train=True)
     seen_in_training = torch.cat([images for images, _ in train_loader])

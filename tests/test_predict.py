@@ -78,7 +78,7 @@ def test_gif_uses_the_first_frame(tmp_path):
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
+def weights(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "weights.pt"
     torch.save(Net().state_dict(), path)
@@ -101,10 +101,10 @@ def bad_inputs(folder, monkeypatch):
             "blank.png": "no ink found", "bomb.png": "decompression bomb"}
 
 
-def test_each_bad_input_gets_one_line_and_the_rest_are_still_read(tmp_path, monkeypatch, capsys, checkpoint):
+def test_each_bad_input_gets_one_line_and_the_rest_are_still_read(tmp_path, monkeypatch, capsys, weights):
     expected = bad_inputs(tmp_path, monkeypatch)
     files = [str(tmp_path / name) for name in expected] + [str(tmp_path / "good.png")]
-    code = predict.main([*files, "--checkpoint", str(checkpoint)])
+    code = predict.main([*files, "--weights", str(weights)])
     out, err = capsys.readouterr()
     assert code == 1
     errors = err.strip().splitlines()
@@ -114,9 +114,9 @@ def test_each_bad_input_gets_one_line_and_the_rest_are_still_read(tmp_path, monk
     assert out.startswith(f"{tmp_path / 'good.png'}: ")
 
 
-def test_json_output_and_show_input(tmp_path, capsys, checkpoint):
+def test_json_output_and_show_input(tmp_path, capsys, weights):
     ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
-    code = predict.main([str(tmp_path / "zero.png"), "--checkpoint", str(checkpoint), "--json",
+    code = predict.main([str(tmp_path / "zero.png"), "--weights", str(weights), "--json",
                          "--top-k", "3", "--show-input", str(tmp_path / "seen.png")])
     (result,) = json.loads(capsys.readouterr().out)
     assert code == 0 and len(result["top_k"]) == 3
@@ -132,7 +132,7 @@ def test_either_networks_weights_are_read(tmp_path, capsys, architecture):
     torch.manual_seed(0)
     save_weights(tmp_path / "weights.pt", ARCHITECTURES[architecture]())
     ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
-    argv = [str(tmp_path / "zero.png"), "--checkpoint", str(tmp_path / "weights.pt"), "--json"]
+    argv = [str(tmp_path / "zero.png"), "--weights", str(tmp_path / "weights.pt"), "--json"]
     assert predict.main(argv) == 0
     (result,) = json.loads(capsys.readouterr().out)
     assert 0 <= result["digit"] <= 9
@@ -143,26 +143,26 @@ def test_command_line_refuses_another_networks_bare_weights_in_one_line(tmp_path
     ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
     weights = tmp_path / "tiny.pt"
     with pytest.raises(SystemExit) as exit_info:
-        predict.main([str(tmp_path / "zero.png"), "--checkpoint", str(weights)])
+        predict.main([str(tmp_path / "zero.png"), "--weights", str(weights)])
     (line,) = str(exit_info.value.code).splitlines()
     assert line.startswith(f"predict.py: error: {weights}: not weights for the reference network")
     assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100, None])
-def test_unloadable_checkpoint_gives_one_line_naming_the_file(tmp_path, content, checkpoint):
+def test_unloadable_weights_give_one_line_naming_the_file(tmp_path, content, weights):
     path = tmp_path / "bad.pt"
-    if content is None:  # a truncated real checkpoint
-        content = checkpoint.read_bytes()[:-100]
+    if content is None:  # a truncated real weights file
+        content = weights.read_bytes()[:-100]
     path.write_bytes(content)
     with pytest.raises(WeightsError) as error:
         load_model(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_command_line_reports_a_missing_file_without_traceback(tmp_path, checkpoint):
-    done = subprocess.run([sys.executable, "predict.py", str(tmp_path / "nope.png"), "--checkpoint",
-                           str(checkpoint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_command_line_reports_a_missing_file_without_traceback(tmp_path, weights):
+    done = subprocess.run([sys.executable, "predict.py", str(tmp_path / "nope.png"), "--weights",
+                           str(weights)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip() == f"predict.py: error: {tmp_path / 'nope.png'}: no such file"
 

@@ -54,8 +54,8 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
     monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
     torch.manual_seed(0)
     save_weights(tmp_path / "weights.pt", Net().eval())
-    argv = ["--checkpoint", str(tmp_path / "weights.pt"), "--data-dir", str(synthetic_mnist), "--count", "40",
-            "--font-count", "20", "--json", str(tmp_path / "robust.json")]
+    argv = ["--weights", str(tmp_path / "weights.pt"), "--data-dir", str(synthetic_mnist), "--count", "40",
+            "--font-count", "20", "--output", str(tmp_path / "robust.json")]
     scores = robustness.main(argv)
     printed = capsys.readouterr().out
     assert set(scores) == {*robustness.CORRUPTIONS, "corrupted_mean", "fonts", "overall"}
@@ -73,6 +73,11 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
         expected = (clean(normalize(pixels.unsqueeze(1).float() / 255)).argmax(1) == labels).float().mean()
     assert scores["clean"] == pytest.approx(100 * float(expected))
     assert robustness.main(argv) == scores  # the same set, the same figures
+    capsys.readouterr()
+    assert robustness.main([*argv, "--json"]) == scores
+    printed = json.loads(capsys.readouterr().out)  # JSON alone on stdout: what --output writes
+    assert printed["scores"] == scores and printed.keys() == saved.keys()
+    assert printed["weights"] == str(tmp_path / "weights.pt")
 
 
 def test_validation_images_are_the_last_holdout_training_images(synthetic_mnist):
@@ -81,9 +86,17 @@ def test_validation_images_are_the_last_holdout_training_images(synthetic_mnist)
     assert torch.equal(pixels, train_pixels[-56:]) and torch.equal(labels, train_labels[-56:])
 
 
-def test_an_unreadable_checkpoint_is_one_line(tmp_path):
+def test_unreadable_weights_are_one_line(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
-        robustness.main(["--checkpoint", str(tmp_path / "bad.pt")])
+        robustness.main(["--weights", str(tmp_path / "bad.pt")])
     message = str(exit_info.value.code)
     assert message.startswith("robustness.py: error:") and "\n" not in message
+
+
+def test_an_output_in_a_missing_folder_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        robustness.parse_args(["--output", str(tmp_path / "no" / "r.json")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "its folder does not exist" in err
+    assert len(err.strip().splitlines()) == 1

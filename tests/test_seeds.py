@@ -23,8 +23,8 @@ def seeds_main(synthetic_mnist, tmp_path, monkeypatch):
     """seeds.main over the synthetic set, writing to tmp_path/out."""
     monkeypatch.setattr(seeds, "TRAIN_PY", TRAIN_WITHOUT_ACQUISITION)
 
-    def run(*argv, epochs=1):
-        return seeds.main([*argv, "--data-dir", str(synthetic_mnist), "--out-dir", str(tmp_path / "out"),
+    def run(*argv, epochs=1, data_dir=synthetic_mnist):
+        return seeds.main([*argv, "--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out"),
                            "--epochs", str(epochs), *FLAGS])
     return run
 
@@ -89,6 +89,37 @@ def check_robustness_is_scored_once_and_summarized(seeds_main, tmp_path, monkeyp
     assert seeds_main("--seeds", "1-2", "--robustness", epochs=3) == 0
 
 
+def test_a_finished_seed_is_reused_whatever_its_data_dir_is_called(seeds_main, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the synthetic set is tmp_path/data
+    assert seeds_main("--seeds", "1", data_dir="data") == 0
+    history = tmp_path / "out" / "seed1" / "history.json"
+    before = history.read_bytes()
+    capsys.readouterr()
+    assert seeds_main("--seeds", "1", data_dir="./data") == 0
+    assert "1 seed(s) already finished with these settings: skipped" in capsys.readouterr().out
+    assert history.read_bytes() == before
+    summary = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    config = json.loads(before)["config"]
+    assert summary["config"] == {k: v for k, v in train.deciding_settings(config).items() if k != "seed"}
+
+    assert seeds_main("--seeds", "1", "--max-lr", "0.1", data_dir="./data") == 1  # another run: refused
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'out' / 'seed1'} holds a finished run with other settings (max_lr 0.05 (now 0.1))" \
+        in printed
+    assert history.read_bytes() == before
+
+
+def test_a_recipe_reuses_a_seed_finished_with_its_values_given_as_flags(seeds_main, tmp_path, capsys):
+    # fast's values as flags; seeds_main gives --epochs and --batch-size, which win over a recipe
+    values = {k: v for k, v in train.RECIPES["fast"].items() if k not in ("epochs", "batch_size")}
+    assert seeds_main("--seeds", "1", *train.as_flags(values).split()) == 0
+    capsys.readouterr()
+    assert seeds_main("--seeds", "1", "--recipe", "fast") == 0
+    assert "1 seed(s) already finished with these settings: skipped" in capsys.readouterr().out
+    history = json.loads((tmp_path / "out" / "seed1" / "history.json").read_text())
+    assert history["config"]["recipe"] == "default"  # the run of the explicit flags, kept
+
+
 def test_the_robust_seed_is_the_best_on_fonts_of_all_the_seeds_whatever_their_test_accuracy():
     def run(seed, curve, fonts):
         return {"seed": seed, "curve": curve, "robustness": None if fonts is None else {"fonts": fonts}}
@@ -147,7 +178,7 @@ def hand_made_run(args, seed, accuracy):
     """A finished one-epoch run of SEED with ARGS' settings, as train.py would leave it (no weights)."""
     folder = Path(args.out_dir) / f"seed{seed}"
     folder.mkdir(parents=True)
-    config = {**vars(train.parse_args(seeds.seed_flags(args, seed))), "eval_split": "test"}
+    config = train.run_config(train.parse_args(seeds.seed_flags(args, seed)))
     epoch = {"epoch": 1, "test_acc": accuracy, "test_loss": 0.3, "seconds": 2.0}
     (folder / "history.json").write_text(json.dumps({
         "config": config, "final_test_acc": accuracy, "best_test_acc": accuracy, "best_test_acc_epoch": 1,

@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def test_defaults_are_the_reference_schedule_with_the_chosen_peak_and_weight_dec
     assert group["lr"] == pytest.approx(0.05 / 25) and group["initial_lr"] == pytest.approx(0.05 / 25)
     assert (args.max_lr, args.pct_start, args.div_factor) == (0.05, 0.2, 25.0)
     assert scheduler.total_steps == 15 * 938
-    assert (args.epochs, args.seed, args.batch_size, args.out_dir) == (15, 1, None, "runs/seed1")
+    assert (args.epochs, args.seed, args.batch_size, args.out_dir) == (15, 1, None, "runs/default/seed1")
 
 
 def test_one_epoch_run_writes_curves_history_and_weights(synthetic_mnist, tmp_path, no_acquisition, capsys):
@@ -65,15 +66,51 @@ def test_one_epoch_run_writes_curves_history_and_weights(synthetic_mnist, tmp_pa
     assert list(out.glob(".*.tmp")) == []
 
 
-def test_a_run_without_out_dir_writes_to_runs_seed_n_not_beside_the_committed_weights(
+def test_a_run_without_out_dir_writes_to_runs_name_seed_n_not_beside_the_committed_weights(
         synthetic_mnist, no_acquisition, monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(train, "save_results", lambda out_dir, *rest: print(f"to {out_dir}"))
     train.main(["--data-dir", str(synthetic_mnist), "--epochs", "1", "--batch-size", "64",
                 "--seed", "987654"])
-    assert "to runs/seed987654" in capsys.readouterr().out
-    assert (tmp_path / "runs" / "seed987654" / "checkpoint.pt").is_file()
+    assert "to runs/default/seed987654" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "default" / "seed987654" / "checkpoint.pt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "runs"]
+
+
+@pytest.mark.parametrize("argv, name", [
+    ([], "default"), (["--recipe", "fast"], "fast"), (["--recipe", "reference"], "reference"),
+    (["--model", "tiny"], "tiny"), (["--width", "0.9", "--dropout", "0"], "w0.9"),
+    (["--channels", "4,8,8,8,8,12,12"], "channels-4-8-8-8-8-12-12"),
+    (["--recipe", "fast", "--model", "tiny"], "fast-tiny"),
+    (["--max-lr", "0.1"], "default"),  # a flag outside the name: the refusal below keeps the run
+])
+def test_the_default_out_dir_is_named_after_what_sets_the_run_apart(argv, name):
+    assert train.parse_args([*argv, "--seed", "3"]).out_dir == f"runs/{name}/seed3"
+    assert train.parse_args([*argv, "--out-dir", "mine"]).out_dir == "mine"
+
+
+def test_runs_with_default_flags_keep_each_others_files_and_another_run_is_refused(
+        synthetic_mnist, no_acquisition, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    flags = ["--data-dir", "data", "--epochs", "1"]
+    train.main(flags)
+    default = tmp_path / "runs" / "default" / "seed1"
+    files = {name: (default / name).read_bytes() for name in ("weights.pt", "history.json", "checkpoint.pt")}
+    train.main([*flags, "--recipe", "fast"])
+    fast = tmp_path / "runs" / "fast" / "seed1"
+    assert json.loads((fast / "history.json").read_text())["config"]["batch_size"] == 128
+    assert (fast / "weights.pt").is_file() and (fast / "checkpoint.pt").is_file()
+    assert {name: (default / name).read_bytes() for name in files} == files
+
+    with pytest.raises(SystemExit) as refused:
+        train.main([*flags, "--max-lr", "0.1"])  # into runs/default/seed1 too
+    (line,) = str(refused.value.code).splitlines()
+    assert line == (f"train.py: error: {Path('runs/default/seed1')} holds a finished run with other settings "
+                    "(max_lr 0.05 (now 0.1)); give another --out-dir, or --overwrite to replace it")
+    assert {name: (default / name).read_bytes() for name in files} == files
+    train.main([*flags, "--data-dir", "./data", "--test-batch-size", "50"])  # the same run: no refusal
+    train.main([*flags, "--max-lr", "0.1", "--overwrite"])
+    assert json.loads((default / "history.json").read_text())["config"]["max_lr"] == 0.1
 
 
 def test_holdout_validates_on_the_last_training_images(synthetic_mnist, tmp_path, no_acquisition, capsys):
