@@ -18,12 +18,9 @@ from pathlib import Path
 
 import torch
 
-from cli import OneLineErrorParser, bounded
-from data import DataError, ensure_mnist, read_split
-from evaluate import evaluate
-from files import atomic_write_bytes
-from loaders import normalized
-from weights import COMMITTED_WEIGHTS, WeightsError, load_model
+from data import DataError, ensure_mnist, evaluate, normalized, read_split
+from model import COMMITTED_WEIGHTS, WeightsError, load_model
+from utils import OneLineErrorParser, atomic_write_bytes, bounded
 
 MAX_ABS_DIFF = 1e-4
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")

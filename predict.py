@@ -22,10 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cli import OneLineErrorParser, bounded
-from files import atomic_write
-from model import normalize
-from weights import COMMITTED_WEIGHTS, WeightsError, load_model
+from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
+from utils import OneLineErrorParser, atomic_write, bounded
 
 MNIST_CENTRE = 13.5  # the centre of the 28x28 field, in pixel indices (row and column)
 INK_THRESHOLD = 0.2  # after stretching contrast to [0, 1]: fainter pixels are paper, not ink

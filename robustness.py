@@ -37,13 +37,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from cli import OneLineErrorParser, bounded
-from data import DataError, ensure_mnist, read_split
-from files import atomic_write_json
-from loaders import to_unit_interval, transform
-from model import normalize
+from data import DataError, ensure_mnist, read_split, to_unit_interval, transform
+from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
 from predict import InputError, to_mnist_digit
-from weights import COMMITTED_WEIGHTS, WeightsError, load_model
+from utils import OneLineErrorParser, atomic_write_json, bounded
 
 FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
 

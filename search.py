@@ -32,12 +32,10 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-import cli
 import train
-from files import atomic_write, one_line
 from model import Net, count_parameters
 from seeds import seed_list
-from utils import LAST_EPOCHS
+from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line
 
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
@@ -76,7 +74,7 @@ def parameter(text):
 
 
 def parse_args(argv=None):
-    p = cli.OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+    p = OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,
                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                epilog="example:\n  " + __doc__.split("\n")[2].strip()
                                       + "\n\nAny other flag goes to train.py (python train.py --help).")
@@ -87,18 +85,18 @@ def parse_args(argv=None):
     add("--param", type=parameter, action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
         help="a train.py flag (max-lr) or a channel count (conv1, conv2, transition, conv3-conv6) "
              "to search; repeat it; adds to --space")
-    add("--max-params", type=cli.bounded(int, 1), help="skip networks with more parameters, untrained")
+    add("--max-params", type=bounded(int, 1), help="skip networks with more parameters, untrained")
     add("--seeds", type=seed_list, default="1-2", help="seeds of every trial")
-    add("--trials", type=cli.bounded(int, 1), default=20, help="trials that train, over all workers")
-    add("--holdout", type=cli.bounded(int, 1, 59000), default=10000, help="validation images")
-    add("--jobs", type=cli.bounded(int, 1), default=1, help="workers here, each training one run at a time")
-    add("--threads", type=cli.bounded(int, 1), help="CPU threads a run; default: cores / jobs")
+    add("--trials", type=bounded(int, 1), default=20, help="trials that train, over all workers")
+    add("--holdout", type=bounded(int, 1, 59000), default=10000, help="validation images")
+    add("--jobs", type=bounded(int, 1), default=1, help="workers here, each training one run at a time")
+    add("--threads", type=bounded(int, 1), help="CPU threads a run; default: cores / jobs")
     add("--prune", action="store_true", help="stop trials whose seed lies below the median trial's "
         "at the same epoch, from the second half of each run on (results/search: what it saved and cut)")
     add("--storage", help="a database URL (postgresql://..., mysql://...) instead of STUDY/journal.log")
     add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
     add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
-    add("--top", type=cli.bounded(int, 1), default=10, help="trials in the table")
+    add("--top", type=bounded(int, 1), default=10, help="trials in the table")
     add("--worker", type=int, help=argparse.SUPPRESS)  # set for the workers --jobs starts
     args, args.train_flags = p.parse_known_args(argv)
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)

@@ -33,9 +33,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 import train
-from cli import OneLineErrorParser, bounded
-from files import atomic_write_json
-from utils import LAST_EPOCHS, TARGET_ACCURACY, held_target, plot_seeds  # LAST_EPOCHS is 3
+from utils import (  # LAST_EPOCHS is 3
+    LAST_EPOCHS,
+    TARGET_ACCURACY,
+    OneLineErrorParser,
+    atomic_write_json,
+    bounded,
+    held_target,
+    plot_seeds,
+)
 
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 # On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour

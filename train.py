@@ -21,9 +21,15 @@ is not replaced without --overwrite.
 import argparse
 import json
 import math
+import os
+import platform
+import shlex
+import signal
+import subprocess
 import sys
 import time
 from copy import deepcopy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,13 +39,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchsummary import summary
 from tqdm import tqdm
 
-import cli
-from checkpoint import StopOnSignal, TrainingState, TrainingStopped, resume_hint
-from cli import bounded
-from data import DataError, ensure_mnist
-from evaluate import evaluate
-from files import atomic_write_json
-from loaders import Augmentation, make_loaders
+from data import Augmentation, DataError, ensure_mnist, evaluate, make_loaders
 from model import (
     ARCHITECTURES,
     DEFAULT_DROPOUT,
@@ -47,11 +47,21 @@ from model import (
     MNIST_STD,
     Net,
     TinyNet,
+    WeightsError,
     channel_counts,
     count_parameters,
+    safe_load,
+    save_weights,
 )
-from utils import plot_history, plot_misclassified
-from weights import WeightsError, save_weights
+from utils import (
+    DefaultsHelpFormatter,
+    OneLineErrorParser,
+    atomic_write,
+    atomic_write_json,
+    bounded,
+    plot_history,
+    plot_misclassified,
+)
 
 # The reference optimizer and schedule: SGD-Nesterov under OneCycleLR, stepped every batch.
 # SGD's own learning rate and momentum are not settings: OneCycleLR overwrites both from
@@ -142,7 +152,7 @@ def add_optimizer_flags(p):
 
 
 def parse_args(argv=None):
-    p = cli.OneLineErrorParser(description=__doc__.split("\n")[0], formatter_class=cli.DefaultsHelpFormatter)
+    p = OneLineErrorParser(description=__doc__.split("\n")[0], formatter_class=DefaultsHelpFormatter)
     p.set_defaults(**{**REFERENCE_RECIPE, **DEFAULT_OPTIMIZER})
     add_run_flags(p)
     add_model_flags(p)
@@ -156,7 +166,7 @@ def parse_args(argv=None):
         p.error("--width and --channels shape the reference network only")
     if args.width != 1 and args.channels:
         p.error("give --width or --channels, not both")
-    if args.device != "auto" and not cli.device_available(args.device):
+    if args.device != "auto" and not device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
     args.out_dir = args.out_dir or str(Path("runs") / run_name(args) / f"seed{args.seed}")
     return args
@@ -197,14 +207,14 @@ def make_model(args):
 def run_config(args):
     """The config a run with ARGS records in history.json, as this machine resolves it: the
     device, batch sizes and threads, and the network's parameter count."""
-    device = cli.pick_device(args.device)
+    device = pick_device(args.device)
     with torch.device("meta"):  # counted without drawing from the random generator
         parameters = count_parameters(make_model(args))
-    sizes = cli.sizes_for(device, args.batch_size, args.test_batch_size)
+    sizes = sizes_for(device, args.batch_size, args.test_batch_size)
     return {**vars(args), "device": str(device), **sizes, "threads": args.threads or torch.get_num_threads(),
             "eval_split": "val" if args.holdout else "test", "torch": str(torch.__version__),
             # CPU runs repeat bit for bit only on the same kind of CPU: torch picks kernels by it.
-            "cpu": cli.cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "parameters": parameters}
 
 
@@ -314,7 +324,7 @@ def setup(args):
     sizes = {key: config[key] for key in ("batch_size", "test_batch_size")}
     ensure_mnist(args.data_dir)
     if args.deterministic:
-        cli.make_deterministic()
+        make_deterministic()
     torch.manual_seed(args.seed)
     augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation)
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
@@ -378,3 +388,170 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+FORMAT = "mnist-7544/train-checkpoint/4"
+
+
+class CheckpointError(WeightsError):
+    """A checkpoint that cannot be resumed; the message names the file."""
+
+
+def device_rng_state(device):
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return None
+
+
+def set_device_rng_state(device, state):
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)
+
+
+@dataclass
+class TrainingState:
+    """What a run carries from epoch to epoch: what checkpoint.pt saves and restores."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # the loader's: order and augmentation
+    device: torch.device
+    ema: torch.nn.Module = None  # AveragedModel with --ema, else None
+    epoch: int = 0
+    history: list = field(default_factory=list)
+
+    @property
+    def evaluated_model(self):
+        """The model whose weights are evaluated and saved: the average with --ema."""
+        return self.model if self.ema is None else self.ema.module
+
+    def save(self, path, config):
+        """Everything the next epoch needs, and the run's CONFIG, which restore() compares."""
+        state = {
+            "format": FORMAT, "epoch": self.epoch, "history": self.history, "config": config,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "random": {"torch": torch.get_rng_state(), "loader": self.generator.get_state(),
+                       "device": device_rng_state(self.device), "device_type": self.device.type},
+        }
+        atomic_write(path, lambda f: torch.save(state, f))
+
+    def restore(self, path, config, changed_settings):
+        """Put the run back where the checkpoint at PATH left it, if CHANGED_SETTINGS(its config,
+        CONFIG) (train.changed_settings) finds no setting that decides the run changed."""
+        state = load_checkpoint(path)
+        saved = state.get("config", state.get("settings"))  # "settings": checkpoints of earlier versions
+        changed = changed_settings(saved, config)
+        if changed:
+            raise CheckpointError(f"{path} was made with other settings: {'; '.join(changed)}; "
+                                  "resume with the same flags as the original run")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["random"]["torch"])
+        self.generator.set_state(state["random"]["loader"])
+        if state["random"]["device_type"] == self.device.type != "cpu":  # else not bitwise, but runs
+            set_device_rng_state(self.device, state["random"]["device"])
+        self.epoch, self.history = state["epoch"], state["history"]
+
+
+def load_checkpoint(path):
+    state = safe_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a train.py checkpoint of this version "
+                              "(a weights.pt cannot be resumed)")
+    return state
+
+
+class TrainingStopped(Exception):
+    """Training ended early (a signal, a non-finite loss); carries the exit code."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM set a flag that the training loop checks between
+    batches: the current batch completes, a checkpoint is never abandoned half-written."""
+
+    def __enter__(self):
+        self.received = None
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def check(self, where):
+        if self.received is not None:
+            name = signal.Signals(self.received).name
+            raise TrainingStopped(f"stopped by {name} {where}", 128 + self.received)
+
+
+def resume_hint(argv, epoch, checkpoint):
+    """What to tell a user whose run stopped after EPOCH complete epochs."""
+    if epoch == 0:
+        return "No epoch was completed, so there is no checkpoint to resume from."
+    return (f"The last complete checkpoint is epoch {epoch}: {checkpoint}. Resume with:\n"
+            f"  {resume_command(argv, checkpoint)}")
+
+
+def resume_command(argv, checkpoint, windows=os.name == "nt"):
+    """What to type to continue: the same flags, with --resume pointing at the checkpoint,
+    quoted for the shell of this platform."""
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and not arg.startswith("--resume"):
+            kept.append(arg)
+        skip = arg == "--resume"
+    words = ["python", "train.py", *kept, "--resume", str(checkpoint)]
+    return subprocess.list2cmdline(words) if windows else shlex.join(words)
+
+
+def device_available(name):
+    return {"cpu": True, "cuda": torch.cuda.is_available(),
+            "mps": torch.backends.mps.is_available()}[name]
+
+
+def pick_device(name="auto"):
+    if name == "auto":
+        name = next(n for n in ("cuda", "mps", "cpu") if device_available(n))
+    return torch.device(name)
+
+
+def make_deterministic():
+    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS's first call
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+
+def sizes_for(device, batch_size=None, test_batch_size=None):
+    """The given batch sizes, or the device's defaults for those left as None."""
+    return {"batch_size": batch_size or (128 if device.type == "cuda" else 64),  # the reference's choice
+            # On the CPU, test batches of 250 measured faster than 1000 or 10,000.
+            "test_batch_size": test_batch_size or (250 if device.type == "cpu" else 1000)}
+
+
+def cpu_name():
+    """The processor's model name (Linux: /proc/cpuinfo), else platform's, else 'unknown'."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

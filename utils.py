@@ -1,13 +1,99 @@
-"""The plots: a run's training curves (output.png), its misclassified digits, and a
-many-seed summary (seeds.png)."""
+"""Small pieces the commands share: atomic file writes, errors and flags on one line, and
+the plots (a run's training curves, its misclassified digits, a many-seed summary).
 
-import matplotlib
+Importing it costs nothing beyond the standard library: matplotlib is imported by the
+first plot, so that using a model (predict.py) does not pay for it.
+"""
 
-matplotlib.use("Agg")  # write PNGs with no display (servers, CI, Colab)
-import matplotlib.patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
 
-from files import atomic_write  # noqa: E402
+
+def atomic_write(path, write):
+    """Call write(file) on a temp file beside PATH, then rename it over PATH.
+
+    Rename within a folder is atomic on POSIX and Windows, so a reader never
+    sees half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give it normal rights
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path, content):
+    atomic_write(path, lambda f: f.write(content))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def one_line(error, limit=200):
+    """An error's message on one line of at most LIMIT characters: some libraries raise
+    multi-line messages."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one line on stderr (no usage block) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, except where it is None (the help says what happens)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def bounded(kind, low, high=None, low_open=False):
+    """An argparse type: KIND within [low, high] (or (low, high] when low_open)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        too_low = value <= low if low_open else value < low
+        if too_low or (high is not None and value > high) or value != value:
+            interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    return parse
+
+
+def pyplot():
+    """matplotlib.pyplot, imported on first use, drawing PNGs with no display (servers, CI, Colab)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
 
 TARGET_ACCURACY = 99.40
 LAST_EPOCHS = 3  # "99.4% held over the last epochs" is judged on this many
@@ -20,7 +106,7 @@ def held_target(accuracies):
 
 def save_figure(fig, path):
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def plot_history(history, split, path):
@@ -34,7 +120,7 @@ def plot_history(history, split, path):
         (f"{split}_loss", f"{name} loss", "loss"),
         (f"{split}_acc", f"{name} accuracy", "accuracy (%)"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
+    fig, axes = pyplot().subplots(2, 2, figsize=(12, 8), layout="constrained")
     accuracies = [row[f"{split}_acc"] for row in history]
     held = "held" if held_target(accuracies) else "not held"
     fig.suptitle(f"Final {name.lower()} accuracy {accuracies[-1]:.2f}% (best {max(accuracies):.2f}%); "
@@ -56,7 +142,7 @@ def plot_misclassified(images, targets, predictions, total, path, columns=5):
     it got wrong in all."""
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False,
+    fig, axes = pyplot().subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False,
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -72,7 +158,7 @@ def plot_seeds(curves, split, path):
     (bar) and its lowest of the last LAST_EPOCHS (dot), against the 99.40% target; a bar is
     green where all of the last LAST_EPOCHS reached it. CURVES maps seed -> per-epoch accuracies."""
     name = "test" if split == "test" else "validation"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(13, 5), layout="constrained")
     for accuracies in curves.values():
         left.plot(range(1, len(accuracies) + 1), accuracies, color="tab:blue", alpha=0.35, lw=1)
     if len({len(a) for a in curves.values()}) == 1:
@@ -88,7 +174,9 @@ def plot_seeds(curves, split, path):
     lows = [min(a[-LAST_EPOCHS:]) for a in curves.values()]
     colors = ["tab:green" if held_target(a) else "tab:orange" for a in curves.values()]
     right.bar(labels, finals, color=colors)
-    bar_colors = [matplotlib.patches.Patch(color=color, label=f"final epoch; last {LAST_EPOCHS} {what}")
+    from matplotlib.patches import Patch
+
+    bar_colors = [Patch(color=color, label=f"final epoch; last {LAST_EPOCHS} {what}")
                   for color, what in (("tab:green", "held"), ("tab:orange", "not held"))]
     right.plot(labels, lows, "o", color="black", label=f"lowest of the last {LAST_EPOCHS}")
     right.axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1, label="99.40%")

@@ -21,9 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from files import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
 from seeds import seed_list  # noqa: E402
-from utils import TARGET_ACCURACY, save_figure  # noqa: E402
+from utils import (  # noqa: E402
+    TARGET_ACCURACY,
+    atomic_write_bytes,  # noqa: E402 (the project's modules are one folder up)
+    save_figure,
+)
 
 # Public MNIST networks under 8K parameters with a logged test accuracy, each a single run
 # (no seed spread published): (parameters, accuracy %, label, the side its label goes).

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loaders import read_splits  # noqa: E402 (the project's modules are one folder up)
+from data import read_splits  # noqa: E402 (the project's modules are one folder up)
 from model import MNIST_MEAN, MNIST_STD  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seeds  # noqa: E402 (the project's modules are one folder up)
-from cli import cpu_name  # noqa: E402
+from train import cpu_name  # noqa: E402
 
 
 def main(argv=None):

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from files import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
 from train import deciding_settings  # noqa: E402
+from utils import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
 
 # Settings that decide a run but are no flag: train.py computed them from its flags.
 COMPUTED = {"parameters", "teacher_sha256"}

@@ -47,13 +47,28 @@ from torch.optim.lr_scheduler import OneCycleLR
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402 (the project's modules are one folder up)
 from bench.pipelines import torchvision_loaders  # noqa: E402
-from checkpoint import StopOnSignal  # noqa: E402
-from cli import OneLineErrorParser, bounded, cpu_name, pick_device, sizes_for  # noqa: E402
-from data import DataError, ensure_mnist, read_split  # noqa: E402
-from evaluate import evaluate  # noqa: E402
-from files import atomic_write_json  # noqa: E402
-from loaders import Augmentation, InMemoryLoader, normalized, read_splits  # noqa: E402
+from data import (  # noqa: E402  # noqa: E402
+    Augmentation,
+    DataError,
+    InMemoryLoader,
+    ensure_mnist,
+    evaluate,  # noqa: E402
+    normalized,
+    read_split,
+    read_splits,
+)
 from model import Dropout, Net  # noqa: E402
+from train import (  # noqa: E402
+    StopOnSignal,  # noqa: E402
+    cpu_name,
+    pick_device,
+    sizes_for,
+)
+from utils import (  # noqa: E402
+    OneLineErrorParser,
+    atomic_write_json,  # noqa: E402
+    bounded,
+)
 
 
 @dataclass

@@ -12,12 +12,11 @@ import torch
 
 import data
 import train
-from checkpoint import TrainingState, load_checkpoint
 from conftest import ROOT, synthetic_idx_files
-from files import atomic_write
-from loaders import InMemoryLoader
-from model import ARCHITECTURES, Net, TinyNet
-from weights import WeightsError, load_model, save_weights
+from data import InMemoryLoader
+from model import ARCHITECTURES, Net, TinyNet, WeightsError, load_model, save_weights
+from train import TrainingState, load_checkpoint
+from utils import atomic_write
 
 FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--epochs", "3"]
 

@@ -9,8 +9,7 @@ import torch
 
 import export
 from conftest import ROOT
-from model import Net, TinyNet
-from weights import COMMITTED_WEIGHTS, load_model, save_weights
+from model import COMMITTED_WEIGHTS, Net, TinyNet, load_model, save_weights
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,15 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from conftest import synthetic_digits
-from data import read_split
-from loaders import Augmentation, InMemoryLoader, make_loaders, normalized, to_unit_interval, transform
+from data import (
+    Augmentation,
+    InMemoryLoader,
+    make_loaders,
+    normalized,
+    read_split,
+    to_unit_interval,
+    transform,
+)
 from model import normalize
 
 CPU = torch.device("cpu")

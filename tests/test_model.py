@@ -123,12 +123,19 @@ def test_dropout_is_a_constructor_argument_and_an_nn_dropout():
     assert all(isinstance(m, Dropout) for m in dropouts)
 
 
-def test_model_module_imports_only_torch():
-    """No package but torch, and no module of the project (argparse serves `python model.py`)."""
-    tree = ast.parse((ROOT / "model.py").read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names) == {"torch"}
+def imported_packages(path, top_level_only=False):
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    imported = {alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in nodes if isinstance(node, ast.ImportFrom)}
+    return {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names)
+
+
+def test_model_module_imports_only_torch_and_the_standard_library_helpers():
+    """model.py: torch, and utils for atomic writes and one-line errors; utils itself imports
+    nothing but the standard library when it loads (matplotlib comes with the first plot)."""
+    assert imported_packages(ROOT / "model.py") == {"torch", "utils"}
+    assert imported_packages(ROOT / "utils.py", top_level_only=True) == set()
 
 
 @pytest.mark.parametrize("p", [0.01, 0.05, 0.5])

@@ -10,8 +10,7 @@ from PIL import Image, ImageDraw
 import data
 import predict
 from conftest import ROOT
-from model import ARCHITECTURES, Net, TinyNet
-from weights import WeightsError, load_model, save_weights
+from model import ARCHITECTURES, Net, TinyNet, WeightsError, load_model, save_weights
 
 
 def ring(size, box, ink=255, paper=0, mode="L"):

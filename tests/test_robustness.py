@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import robustness
-from model import Net, normalize
-from weights import save_weights
+from model import Net, normalize, save_weights
 
 
 def digits(count=20):

@@ -12,8 +12,7 @@ import torch
 import seeds
 import train
 from conftest import TRAIN_WITHOUT_ACQUISITION
-from model import Net
-from weights import save_weights
+from model import Net, save_weights
 
 FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--threads", "1"]
 

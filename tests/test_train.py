@@ -9,9 +9,9 @@ import torch
 
 import data
 import train
-from checkpoint import resume_command
 from conftest import ROOT
 from model import Net
+from train import resume_command
 
 
 def run_main(data_dir, out_dir, *extra):
@@ -192,14 +192,14 @@ def loaded_by_torch():
     return top_level_modules("import torch")
 
 
-@pytest.mark.parametrize("script, allowed", [("predict", set()), ("export", {"data", "loaders", "evaluate"})])
+@pytest.mark.parametrize("script, allowed", [("predict", set()), ("export", {"data"})])
 def test_using_a_model_imports_no_training_code_and_no_plotting(script, allowed, loaded_by_torch):
     """predict.py needs only the model layer; export.py may also read MNIST for its parity check.
     torch itself imports tqdm where it is installed (torch.hub), so only what SCRIPT adds counts."""
     loaded, by_torch = top_level_modules(f"import {script}"), loaded_by_torch
-    assert {script, "model", "weights"} <= loaded
-    unwanted = {"train", "checkpoint", "loaders", "data", "evaluate", "tqdm", "torchsummary", "matplotlib",
-                "utils", "torchvision", "bench"} - allowed
+    assert {script, "model", "utils"} <= loaded
+    unwanted = {"train", "data", "seeds", "search", "tqdm", "torchsummary", "matplotlib", "optuna",
+                "torchvision", "bench"} - allowed
     assert not (loaded - by_torch) & unwanted
 
 
