@@ -1,5 +1,6 @@
-"""Get MNIST as torchvision's four raw IDX files, byte-identical to the canonical set.
+"""MNIST: its verified files, the in-memory loaders train.py batches from, and evaluation.
 
+Files. MNIST is kept as torchvision's four raw IDX files, byte-identical to the canonical set.
 torchvision's download mirrors fail for many users (403/404, SSL errors, no
 network at all), so MNIST is taken from the first source that works:
 
@@ -11,6 +12,20 @@ network at all), so MNIST is taken from the first source that works:
 Every file is checked against the canonical MD5 before it is written and again
 before it is used, and written atomically, so a half-written or corrupted file
 is never trained on: it is reported and acquired again.
+
+Loaders. Each split is held once as a uint8 tensor on the training device (the training
+set is 47 MB); every batch is sliced from it, augmented and normalized there as one tensor,
+so the device spends its time on the network, not on 64 PIL images per batch
+(bench/pipelines.py keeps the classic PIL and DataLoader pipeline, for comparison). The
+augmentation draws, for each training image, an angle uniform in [-rotation, rotation]
+degrees and, where asked, a shift of up to `translate` of the image size on each axis and
+a zoom in [1 - scale, 1 + scale]; the image is resampled about its centre (nearest or
+bilinear), and what comes in from outside is black. Nearest rotation alone is
+transforms.RandomRotation's default. All draws come from one seeded CPU generator, so a
+run's data is the same on every device and its state alone decides an epoch.
+
+Evaluation (evaluate): one pass of a model over a loader: the loss, the accuracy and the
+digits it got wrong.
 """
 
 import gzip
@@ -243,13 +258,6 @@ def idx_labels(labels):
     return struct.pack(">II", 0x00000801, len(labels)) + labels.astype(np.uint8).tobytes()
 
 
-if __name__ == "__main__":
-    try:
-        print(f"MNIST verified in {ensure_mnist(sys.argv[1] if len(sys.argv) > 1 else 'data')}")
-    except DataError as error:
-        sys.exit(f"error: {error}")
-
-
 def to_unit_interval(pixels):
     """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1], as transforms.ToTensor does."""
     return pixels.unsqueeze(1).float().div(255)
@@ -305,7 +313,7 @@ class InMemoryLoader:
 
     With shuffle, every pass is a fresh permutation drawn from `self.generator`
     (seeded, on the CPU), which also draws the augmentation: its state alone
-    decides an epoch's data, so checkpoint.py saves it to resume bit for bit.
+    decides an epoch's data, so checkpoint.pt keeps it to resume bit for bit.
     """
 
     def __init__(self, pixels, labels, batch_size, device, shuffle=False, augment=None, seed=0):
@@ -387,3 +395,10 @@ def evaluate(model, loader, keep_wrong=25):
                 kept.extend(values[:keep_wrong - len(kept)].cpu().unbind())
     return Evaluation(float(total_loss) / count, int(correct), count, wrong[0],
                       [int(t) for t in wrong[1]], [int(p) for p in wrong[2]])
+
+
+if __name__ == "__main__":
+    try:
+        print(f"MNIST verified in {ensure_mnist(sys.argv[1] if len(sys.argv) > 1 else 'data')}")
+    except DataError as error:
+        sys.exit(f"error: {error}")

@@ -9,8 +9,10 @@ and a second max-pool. ARCHITECTURES maps the name saved with the weights to the
 
 The input contract is here too: a network reads 28x28 digits, light ink on
 black, scaled to [0, 1] and then normalized with MNIST's mean and standard
-deviation (normalize). This module imports only torch: using a network needs
-no training or data code.
+deviation (normalize). And the weights files (save_weights, load_model): what
+train.py saves and predict.py, export.py and the page use. This module imports
+torch and utils' standard-library helpers: using a network needs no training or
+data code.
 """
 
 import argparse
@@ -218,19 +220,12 @@ def print_receptive_fields(model):
     print(f"{'total':16} {'':12} {'':>8} {'':>16} {'':>5} {count_parameters(model):>11,}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Each layer's output size, receptive field, jump and "
-                                                 "parameters, computed from the modules.")
-    parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
-    parser.add_argument("--width", type=float, default=1.0, help="the reference network's channel scale")
-    parser.add_argument("--channels", type=channel_counts,
-                        help="the reference network's seven channel counts, e.g. 16,10,10,10,10,16,16")
-    args = parser.parse_args()
-    if args.model == "reference":
-        print_receptive_fields(Net(width=args.width, channels=args.channels))
-    else:
-        print_receptive_fields(TinyNet())
-
+# Weights files. weights.pt holds the network's architecture name ("reference" or "tiny"),
+# its shape where that is not the default (shape_options: the width of --width or the
+# counts of --channels), and its state_dict of CPU tensors: it loads anywhere, into the
+# right class. A bare state_dict (the format before there were two networks) loads as the
+# reference network. Loading never runs code from the file (weights_only=True), and every
+# failure is one WeightsError line that names the file and keeps the cause.
 
 COMMITTED_WEIGHTS = Path(__file__).resolve().parent / "weights.pt"  # the shipped model, in git
 
@@ -295,3 +290,17 @@ def save_weights(path, model):
     # The default shape records nothing, so the reference network's files stay as they were.
     file = {"architecture": model.architecture, "state_dict": weights, **shape_options(model)}
     atomic_write(path, lambda f: torch.save(file, f))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Each layer's output size, receptive field, jump and "
+                                                 "parameters, computed from the modules.")
+    parser.add_argument("--model", choices=["reference", "tiny"], default="reference")
+    parser.add_argument("--width", type=float, default=1.0, help="the reference network's channel scale")
+    parser.add_argument("--channels", type=channel_counts,
+                        help="the reference network's seven channel counts, e.g. 16,10,10,10,10,16,16")
+    args = parser.parse_args()
+    if args.model == "reference":
+        print_receptive_fields(Net(width=args.width, channels=args.channels))
+    else:
+        print_receptive_fields(TinyNet())

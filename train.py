@@ -9,13 +9,16 @@
 
 Every setting is a flag; the whole configuration is printed at start. MNIST is
 held as one tensor on the device and batched, augmented and normalized there
-(loaders.py). Writes output.png (the curves), misclassified.png, history.json
+(data.py). Writes output.png (the curves), misclassified.png, history.json
 and weights.pt to --out-dir, and checkpoint.pt after every epoch, from which
 --resume continues bit for bit. Ctrl-C stops after the current batch. The default
 --out-dir is runs/NAME/seedN, NAME what sets the run apart: its recipe, network,
 width or channels (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny).
 A finished run made with other settings (as --max-lr 0.1 into runs/default/seed1)
 is not replaced without --overwrite.
+
+The file reads top down: the recipes and flags, the training loop, then a run's
+state (checkpoint.pt, stopping on a signal, the resume command) and the device.
 """
 
 import argparse
@@ -83,7 +86,7 @@ RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dr
 # Entries of a run's config (history.json) that do not change the weights it computes on one
 # machine: where its files are, the recipe's name (the values it sets are recorded as flags),
 # evaluation's batch size, and what it ran on. Every other entry decides the result.
-# deciding_settings and changed_settings are the one definition of that: resuming (checkpoint.py),
+# deciding_settings and changed_settings are the one definition of that: resuming (TrainingState),
 # the refusal to replace a finished run, seeds.py's reuse of one and its summary, and
 # bench/screening_table.py use them.
 NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "overwrite",
@@ -386,9 +389,13 @@ def main(argv=None):
         sys.exit("train.py: interrupted")
 
 
-if __name__ == "__main__":
-    main()
-
+# A run's state. checkpoint.pt is a TrainingState: everything the next epoch needs. It holds
+# the model, optimizer, scheduler and (with --ema) averaged-model states, the epoch, the
+# history so far, the run's config, and every random state the next epoch draws from:
+# torch's CPU generator (dropout on the CPU), the loader's own CPU generator (order and
+# augmentation, the same on every device) and the generator of the device the run used
+# (dropout on CUDA or MPS). Restoring all of them is what makes a resumed run end bit for bit
+# where an uninterrupted one does. Python's `random` and NumPy are not used by training.
 
 FORMAT = "mnist-7544/train-checkpoint/4"
 
@@ -555,3 +562,7 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+if __name__ == "__main__":
+    main()

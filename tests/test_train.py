@@ -1,3 +1,4 @@
+import ast
 import json
 import re
 import subprocess
@@ -261,3 +262,13 @@ def test_channels_set_every_count_and_are_refused_with_width_or_tiny(synthetic_m
                   "4,8,8,8,8,12,12"], ["--width", "0.5", "--channels", "4,8,8,8,8,12,12"]):
         with pytest.raises(SystemExit):
             train.parse_args(flags)
+
+
+@pytest.mark.parametrize("script", ["train", "model", "data", "seeds", "search", "predict", "export",
+                                    "robustness"])
+def test_a_command_runs_main_after_everything_it_defines(script):
+    """`python SCRIPT.py` runs the `if __name__ == "__main__"` block where it stands: it must
+    come last, or what is defined below it does not exist yet when main runs."""
+    tree = ast.parse((ROOT / f"{script}.py").read_text())
+    last = tree.body[-1]
+    assert isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'"
