@@ -1,6 +1,6 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
 bench/frontier.py and bench/screening_table.py on hand-made outputs. Each runs as a process: the tests import
-nothing from bench/."""
+nothing from bench/. bench/readme.py: README's results table agrees with results/."""
 
 import csv
 import io
@@ -117,3 +117,37 @@ def test_frontier_refuses_a_table_without_a_seed_asked_for(tmp_path):
     small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
     done = run_frontier(small, "--seeds", "1-4", "--out", str(tmp_path / "out"))
     assert done.returncode == 1 and "does not have every seed" in done.stderr
+
+
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def readme_py(*argv):
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "readme.py"), *argv],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_readme_agrees_with_the_committed_results():
+    done = readme_py("--check")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("typed, wrong", [
+    ("| 18 of 20 | 15 of 20 |", "| 19 of 20 | 15 of 20 |"),  # a count of the default's row
+    ("99.42 ± 0.05%", "99.43 ± 0.05%"),  # the reference recipe's mean
+    ("parameters: 99.46% over 20 seeds", "parameters: 99.50% over 20 seeds"),  # the headline
+])
+def test_a_number_that_differs_from_the_data_fails_the_check_and_is_rewritten(tmp_path, typed, wrong):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert readme_py("--readme", str(readme)).returncode == 0  # without --check it writes the data's numbers
+    agreed = readme.read_text()
+    assert agreed.count(typed) == 1
+    readme.write_text(agreed.replace(typed, wrong))
+    done = readme_py("--check", "--readme", str(readme))
+    assert done.returncode == 1 and "differs from results/*/seeds.json" in done.stderr
+    assert wrong in done.stdout  # the diff shows the line
+    assert readme_py("--readme", str(readme)).returncode == 0
+    assert readme.read_text() == agreed

@@ -1,3 +1,6 @@
+"""model.py: the networks against the reference table, dropout, receptive fields, and weights
+files (saved with their shape, refused in one line when they do not fit)."""
+
 import ast
 import copy
 import math
@@ -16,10 +19,13 @@ from model import (
     Dropout,
     Net,
     TinyNet,
+    WeightsError,
     count_parameters,
+    load_model,
     receptive_fields,
+    save_weights,
 )
-from train import print_summary
+from train import load_checkpoint, print_summary
 
 # The reference torchsummary table: (layer type, output shape, params), row by row.
 SEED_TABLE = [
@@ -38,6 +44,8 @@ SEED_TABLE = [
     ("Dropout", [16, 6, 6], 0),
     ("AvgPool2d", [16, 1, 1], 0), ("Conv2d", [10, 1, 1], 160),
 ]
+
+
 # TinyNet's torchsummary table, as python train.py --model tiny prints it.
 TINY_TABLE = [
     ("Conv2d", [6, 26, 26], 54), ("ReLU", [6, 26, 26], 0), ("BatchNorm2d", [6, 26, 26], 12),
@@ -54,6 +62,8 @@ TINY_TABLE = [
     ("Dropout", [8, 4, 4], 0),
     ("AvgPool2d", [8, 1, 1], 0), ("Conv2d", [10, 1, 1], 80),
 ]
+
+
 ROW = re.compile(r"^\s*(\w+)-(\d+)\s+\[-1, ([\d, ]+)\]\s+([\d,]+)$")
 
 
@@ -262,3 +272,90 @@ def test_python_model_py_prints_the_table_of_the_network_asked_for(flags, model)
         [r["layer"], r["kind"], f"{r['size']}x{r['size']}", str(r["field"]), str(r["jump"]),
          f"{r['parameters']:,}"] for r in receptive_fields(model)]
     assert total.split() == ["total", f"{count_parameters(model):,}"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 50, "truncated", "weights"])
+def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    if content == "weights":  # a real file, but a state_dict, not a checkpoint
+        torch.save(Net().state_dict(), path)
+    elif content == "truncated":
+        torch.save({"model": Net().state_dict()}, path)
+        path.write_bytes(path.read_bytes()[:-200])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(WeightsError) as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_weights_are_saved_with_the_architecture_as_cpu_tensors_and_load_into_it(tmp_path, architecture):
+    model = ARCHITECTURES[architecture]()
+    save_weights(tmp_path / "weights.pt", model)
+    saved = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert saved["architecture"] == architecture
+    weights = saved["state_dict"]
+    assert type(weights) is type(model.state_dict()) and list(weights) == list(model.state_dict())
+    assert all(tensor.device.type == "cpu" for tensor in weights.values())
+    loaded = load_model(tmp_path / "weights.pt")
+    assert type(loaded) is type(model) and not loaded.training
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_bare_state_dict_of_the_earlier_format_loads_as_the_reference_network(tmp_path):
+    torch.save(Net().state_dict(), tmp_path / "weights.pt")
+    assert type(load_model(tmp_path / "weights.pt")) is Net
+
+
+def one_line_error(path):
+    with pytest.raises(WeightsError) as error:
+        load_model(path)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message
+    return message
+
+
+def test_one_networks_weights_are_refused_by_the_other_in_one_line(tmp_path):
+    torch.save(TinyNet().state_dict(), tmp_path / "bare-tiny.pt")  # read as the reference net's
+    assert "not weights for the reference network" in one_line_error(tmp_path / "bare-tiny.pt")
+    torch.save({"architecture": "tiny", "state_dict": Net().state_dict()}, tmp_path / "mislabelled.pt")
+    assert "not weights for the tiny network" in one_line_error(tmp_path / "mislabelled.pt")
+    torch.save({"architecture": "huge", "state_dict": Net().state_dict()}, tmp_path / "unknown.pt")
+    assert "unknown network 'huge'" in one_line_error(tmp_path / "unknown.pt")
+
+
+def test_a_width_is_saved_with_the_weights_and_a_mismatch_is_refused_in_one_line(tmp_path):
+    torch.manual_seed(0)
+    narrow = Net(width=0.7)
+    save_weights(tmp_path / "narrow.pt", narrow)
+    save_weights(tmp_path / "reference.pt", Net())
+    assert torch.load(tmp_path / "narrow.pt", weights_only=True)["width"] == 0.7
+    assert "width" not in torch.load(tmp_path / "reference.pt", weights_only=True)  # as before --width
+    loaded = load_model(tmp_path / "narrow.pt")
+    assert loaded.width == 0.7
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in narrow.state_dict().items())
+    relabelled = torch.load(tmp_path / "narrow.pt", weights_only=True)
+    relabelled["width"] = 0.5
+    torch.save(relabelled, tmp_path / "relabelled.pt")
+    assert "not weights for the reference network of width 0.5" in one_line_error(tmp_path / "relabelled.pt")
+
+
+def test_channel_counts_are_saved_with_the_weights_and_load_back(tmp_path):
+    torch.manual_seed(0)
+    custom = Net(channels=(4, 8, 8, 8, 8, 12, 12))
+    save_weights(tmp_path / "custom.pt", custom)
+    saved = torch.load(tmp_path / "custom.pt", weights_only=True)
+    assert saved["channels"] == [4, 8, 8, 8, 8, 12, 12] and "width" not in saved
+    loaded = load_model(tmp_path / "custom.pt")
+    assert loaded.channels == (4, 8, 8, 8, 8, 12, 12)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in custom.state_dict().items())
+    save_weights(tmp_path / "same.pt", Net(channels=Net.CHANNELS))  # the default records nothing
+    assert set(torch.load(tmp_path / "same.pt", weights_only=True)) == {"architecture", "state_dict"}
+    saved["channels"] = [4, 8, 8, 8, 8, 12, 13]
+    torch.save(saved, tmp_path / "relabelled.pt")
+    message = one_line_error(tmp_path / "relabelled.pt")
+    assert "reference network of channels [4, 8, 8, 8, 8, 12, 13]" in message
+    saved["channels"] = [4, 8]
+    torch.save(saved, tmp_path / "broken.pt")
+    assert "not weights for the reference network" in one_line_error(tmp_path / "broken.pt")

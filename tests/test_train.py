@@ -1,6 +1,12 @@
+"""train.py: flags and recipes, runs on synthetic data, the run folders, exact resume after a
+signal, non-finite losses, kills mid-write, and what using a model imports."""
+
 import ast
 import json
+import multiprocessing
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +18,8 @@ import data
 import train
 from conftest import ROOT
 from model import Net
-from train import resume_command
+from train import TrainingState, load_checkpoint, resume_command
+from utils import atomic_write
 
 
 def run_main(data_dir, out_dir, *extra):
@@ -272,3 +279,145 @@ def test_a_command_runs_main_after_everything_it_defines(script):
     tree = ast.parse((ROOT / f"{script}.py").read_text())
     last = tree.body[-1]
     assert isinstance(last, ast.If) and ast.unparse(last.test) == "__name__ == '__main__'"
+
+
+FLAGS = ["--batch-size", "32", "--test-batch-size", "50", "--epochs", "3"]
+
+
+def run(data_dir, out_dir, *extra):
+    return train.main(["--data-dir", str(data_dir), "--out-dir", str(out_dir), *FLAGS, *extra])
+
+
+def stop_at_epoch(monkeypatch, epoch, signum=signal.SIGINT):
+    """Deliver SIGNUM to this process as epoch EPOCH starts, as Ctrl-C or kill would."""
+    real_train_epoch = train.train_epoch
+
+    def train_epoch(state, loader, stop):
+        if state.epoch + 1 == epoch:
+            signal.raise_signal(signum)
+        return real_train_epoch(state, loader, stop)
+
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+
+
+def without_seconds(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def same_weights(a, b):
+    a, b = (torch.load(path, weights_only=True)["state_dict"] for path in (a, b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("signum, ema", [(signal.SIGINT, "0.999"), (signal.SIGTERM, "0")])
+def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, ema):
+    flags = ["--ema", ema]
+    whole = run(synthetic_mnist, tmp_path / "whole", *flags)
+    stop_at_epoch(monkeypatch, 3, signum)
+    with pytest.raises(SystemExit) as stopped:
+        run(synthetic_mnist, tmp_path / "cut", *flags)
+    assert stopped.value.code == 128 + signum
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    assert f"stopped by {signal.Signals(signum).name} in epoch 3, batch 0" in err
+    assert f"The last complete checkpoint is epoch 2: {checkpoint}" in err
+    assert err.strip().endswith(f"--resume {checkpoint}")
+    assert load_checkpoint(checkpoint)["epoch"] == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "ensure_mnist", lambda data_dir: None)
+    resumed = run(synthetic_mnist, tmp_path / "cut", *flags, "--resume", str(checkpoint))
+    assert without_seconds(resumed) == without_seconds(whole)
+    assert same_weights(tmp_path / "whole" / "weights.pt", tmp_path / "cut" / "weights.pt")
+
+
+def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition, monkeypatch):
+    stop_at_epoch(monkeypatch, 2)
+    with pytest.raises(SystemExit):
+        run(synthetic_mnist, tmp_path)
+    for flags, message in [(["--max-lr", "0.1"], "other settings: max_lr 0.05 (now 0.1)"),
+                           (["--rotation", "5"], "rotation 7.0 (now 5.0)"),
+                           (["--batch-size", "64"], "batch_size 32 (now 64)")]:  # a CUDA default, say
+        with pytest.raises(SystemExit) as refused:
+            run(synthetic_mnist, tmp_path, "--resume", str(tmp_path / "checkpoint.pt"), *flags)
+        assert message in str(refused.value.code) and "\n" not in str(refused.value.code)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys):
+    real_nll_loss, calls = train.F.nll_loss, []
+
+    def nll_loss(output, target, **kwargs):
+        loss = real_nll_loss(output, target, **kwargs)
+        if not kwargs:  # a training batch, not evaluate()'s summed loss
+            calls.append(1)
+            if len(calls) == 8 + 4:  # the 4th batch (batch 3) of epoch 2; 8 batches of 32 an epoch
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train.F, "nll_loss", nll_loss)
+    with pytest.raises(SystemExit) as stopped:
+        run(synthetic_mnist, tmp_path)
+    assert stopped.value.code == 1
+    assert "the loss is nan in epoch 2, batch 3" in capsys.readouterr().err
+    kept = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert kept["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+def a_checkpoint(path, epoch):
+    """Write a real training checkpoint of an untrained model at PATH, marked EPOCH."""
+    model = Net()
+    args = train.parse_args(["--epochs", "1"])
+    optimizer, scheduler = train.make_optimizer(model, args, 10)
+    state = TrainingState(model, optimizer, scheduler, torch.Generator(), torch.device("cpu"), epoch=epoch)
+    state.save(path, train.run_config(args))
+
+
+def write_half_then_wait(path, mid_write):
+    """Start rewriting PATH with a checkpoint for epoch 2; stop halfway and wait to be killed."""
+    a_checkpoint(path.with_name("new.pt"), 2)
+    content = path.with_name("new.pt").read_bytes()
+
+    def write(f):
+        f.write(content[:len(content) // 2])
+        f.flush()
+        mid_write.set()
+        signal.pause()
+
+    atomic_write(path, write)
+
+
+def test_sigkill_in_the_middle_of_a_write_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    a_checkpoint(path, 1)  # the good checkpoint that must survive
+    fork = multiprocessing.get_context("fork")
+    mid_write = fork.Event()
+    writer = fork.Process(target=write_half_then_wait, args=(path, mid_write))
+    writer.start()
+    assert mid_write.wait(120), "the writer never started writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join()
+    assert load_checkpoint(path)["epoch"] == 1  # the old checkpoint, whole
+    assert len(list(tmp_path.glob(".checkpoint.pt.*.tmp"))) == 1  # the half-written temp file
+    a_checkpoint(path, 3)  # a write that completes replaces it whole
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_sigint_from_outside_exits_cleanly_with_the_resume_hint(synthetic_mnist, tmp_path):
+    """Ctrl-C once epoch 2 has started: the run ends after its batch, with exit code 130."""
+    argv = ["--data-dir", str(synthetic_mnist), "--out-dir", str(tmp_path), "--batch-size", "8",
+            "--epochs", "50", "--rotation", "0", "--threads", "1"]
+    script = str(ROOT / "tests" / "train_without_acquisition.py")
+    process = subprocess.Popen([sys.executable, script, *argv], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:  # epoch 1's checkpoint is written before this line
+        if line.startswith("EPOCH: 2/50"):
+            break
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=300)[1]
+    assert process.returncode == 130
+    assert "Traceback" not in err and "stopped by SIGINT in epoch" in err
+    assert f"--resume {tmp_path / 'checkpoint.pt'}" in err
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] >= 1
