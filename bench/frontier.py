@@ -22,11 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seeds import seed_list  # noqa: E402
-from utils import (  # noqa: E402
-    TARGET_ACCURACY,
-    atomic_write_bytes,  # noqa: E402 (the project's modules are one folder up)
-    save_figure,
-)
+from utils import TARGET_ACCURACY, atomic_write_bytes, save_figure  # noqa: E402 (the project is one folder up)
 
 # Public MNIST networks under 8K parameters with a logged test accuracy, each a single run
 # (no seed spread published): (parameters, accuracy %, label, the side its label goes).
@@ -42,7 +38,7 @@ def size_row(folder, seeds=None):
     finals = [run[f"final_{result['split']}_acc"] for run in runs]
     config = result["config"]
     return {"folder": str(folder), "model": config.get("model", "reference"),
-            "width": config.get("width", 1.0),
+            "width": config.get("width", 1.0), "channels": config.get("channels"),
             "parameters": config["parameters"], "seeds": [run["seed"] for run in runs],
             "finals": finals, "mean": statistics.mean(finals),
             "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0, "min": min(finals),
@@ -80,7 +76,9 @@ def table(rows):
     lines = ["| network | parameters | seeds | mean ± sd | min | at 99.40% or more |",
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        name = "tiny" if row["model"] == "tiny" else f"reference, width {row['width']:g}"
+        name = ("tiny" if row["model"] == "tiny" else
+                f"reference, channels {','.join(map(str, row['channels']))}" if row["channels"] else
+                f"reference, width {row['width']:g}")
         seeds = f"{min(row['seeds'])}-{max(row['seeds'])}"
         lines.append(f"| {name} | {row['parameters']:,} | {seeds} | {row['mean']:.2f} ± {row['sd']:.2f}% | "
                      f"{row['min']:.2f}% | {row['at_least_99_40']} of {len(row['finals'])} |")

@@ -47,28 +47,19 @@ from torch.optim.lr_scheduler import OneCycleLR
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402 (the project's modules are one folder up)
 from bench.pipelines import torchvision_loaders  # noqa: E402
-from data import (  # noqa: E402  # noqa: E402
+from data import (  # noqa: E402
     Augmentation,
     DataError,
     InMemoryLoader,
     ensure_mnist,
-    evaluate,  # noqa: E402
+    evaluate,
     normalized,
     read_split,
     read_splits,
 )
 from model import Dropout, Net  # noqa: E402
-from train import (  # noqa: E402
-    StopOnSignal,  # noqa: E402
-    cpu_name,
-    pick_device,
-    sizes_for,
-)
-from utils import (  # noqa: E402
-    OneLineErrorParser,
-    atomic_write_json,  # noqa: E402
-    bounded,
-)
+from train import StopOnSignal, cpu_name, pick_device, sizes_for  # noqa: E402
+from utils import OneLineErrorParser, atomic_write_json, bounded  # noqa: E402
 
 
 @dataclass
