@@ -39,9 +39,9 @@ from PIL import Image, ImageDraw, ImageFont
 from cli import OneLineErrorParser, bounded
 from data import DataError, ensure_mnist, read_split
 from files import atomic_write_json
+from images import InputError, to_mnist_digit
 from loaders import to_unit_interval, transform
 from model import normalize
-from predict import InputError, to_mnist_digit
 from weights import COMMITTED_WEIGHTS, WeightsError, load_model
 
 FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
