@@ -8,9 +8,11 @@ Any size, grayscale, RGB or RGBA (alpha composited on white), 8- or 16-bit;
 PNG, JPEG, BMP, GIF (first frame). An image is turned into what MNIST digits
 look like, because that is all the model has seen: light ink on a dark
 background, cropped to the ink, the longer side scaled to 20 px, and placed in
-28x28 with the ink's centre of mass at the centre. --show-input writes that
-28x28 image. A file that cannot be read gets a one-line error; the others are
-still read, and the exit code is 1 if any file failed.
+28x28 with the ink's centre of mass at the centre. images.py finds the ink as a
+document scanner does (paper grain, uneven light and a fine or heavy pen are
+allowed for). --show-input writes that 28x28 image. A file that cannot be read
+gets a one-line error; the others are still read, and the exit code is 1 if any
+file failed.
 """
 
 import json
