@@ -98,6 +98,8 @@ def to_mnist_digit(gray):
     pieces = ink_pieces(levels, threshold)
     clear = pieces & (levels > threshold)
     full = np.sort(ink[clear])[int(INK_LEVEL * (clear.sum() - 1))]
+    if full <= 0:  # only where smoothing spread the ink of single pixels: noise, not a digit
+        raise InputError("no ink found (blank image)")
     ink = np.clip(ink / full, 0, 1) * max_filter(pieces, 2 * NEAR_INK + 1)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     box = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]

@@ -338,6 +338,7 @@ export function toMnistDigit(image) {
   const clear = pieces.map((piece, i) => (piece && levels[i] > threshold ? 1 : 0));
   const full = ink.filter((v, i) => clear[i]).sort(); // a new array: sorting leaves ink as it is
   const fullInk = full[Math.trunc(INK_LEVEL * (full.length - 1))];
+  if (fullInk <= 0) throw new NoInkError("no ink found (blank image)"); // noise, not a digit
   const near = slide({ pixels: Float64Array.from(pieces), width, height }, 2 * NEAR_INK + 1, Math.max).pixels;
   ink = ink.map((v, i) => Math.min(Math.max(v / fullInk, 0), 1) * near[i]);
   let [top, bottom, left, right] = [height, -1, width, -1];
