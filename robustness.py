@@ -15,18 +15,37 @@ split (the test set, or with --split val the last --holdout training images, whi
   blur        Gaussian blur, sigma 0.8-1.3 px
   noise       Gaussian noise, sd 0.2-0.35 of full scale, clipped
   canvas      dark ink on white paper, scaled 1-3x and placed off-centre in a larger
-              image, then read through predict.py's preprocessing
+              image, then read by contrast_digit()
   fonts       no MNIST image: digits 0-9 rendered from the fonts installed on the machine
               (and matplotlib's), at random sizes, slants and stroke widths, dark on
-              white, read through predict.py's preprocessing
+              white, read by contrast_digit()
 
-Prints accuracy per corruption, the mean over the MNIST-based ones (corrupted_mean), the
-font score, and overall: the mean of the eight corruptions and the fonts (--json: as JSON,
-what --output writes). The same flags, fonts and weights give the same figures.
+contrast_digit() is the preparation predict.py had before images.py found ink as a
+document scanner does; these scores keep it, so that they compare with earlier ones.
+
+Each is also reported through the product, as a user gets it: the corrupted digit drawn
+dark on a light page 112 px per digit, placed off-centre, saved as JPEG and read by
+images.to_mnist_digit() as predict.py reads a file (canvas and fonts: read by it); and
+photos of the clean digits on paper, each with its own seeded draws:
+
+  marker      MNIST's own strokes, light paper grain (Gaussian, sd 6 grey levels of 255)
+  fine_pen    a continuous 2-3 px line along the strokes' skeleton, light grain
+  grain_25    a dim photo's grain: sd 25 grey levels
+  grain_45    heavier grain: sd 45
+  shadow      light falling from one side: the page from 235 to 120 across, light grain
+
+--preparation contrast reads them by contrast_digit() instead (before images.py's steps).
+
+Prints every score through the product (through_product in the JSON), then as the network
+sees it: accuracy per corruption, the mean over the MNIST-based ones (corrupted_mean), the
+font score, and overall: the mean of the eight corruptions and the fonts (scores in the JSON;
+--json prints the JSON, --output writes it). The same flags, fonts and weights give the same figures.
 """
 
 import functools
 import hashlib
+import io
+import itertools
 import json
 import sys
 import time
@@ -38,8 +57,17 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from data import DataError, ensure_mnist, read_split, to_unit_interval, transform
+from images import (
+    INK_THRESHOLD,
+    MIN_CONTRAST,
+    InputError,
+    border,
+    fit_in_field,
+    resize,
+    to_gray_array,
+    to_mnist_digit,
+)
 from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
-from predict import InputError, to_mnist_digit
 from utils import OneLineErrorParser, atomic_write_json, bounded
 
 FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
@@ -99,8 +127,31 @@ def noise(images, generator):
     return (images + sds * torch.randn(images.shape, generator=generator)).clamp(0, 1)
 
 
-def canvas(images, generator):
-    """Dark ink on white paper, scaled 1-3x, somewhere in a larger image; then predict.py's steps."""
+def as_mnist(gray, prepare):
+    """PREPARE(GRAY); an image in which it finds no ink becomes a blank digit."""
+    try:
+        return prepare(gray)
+    except InputError:
+        return np.zeros((28, 28))
+
+
+def contrast_digit(gray):
+    """predict.py's preparation before images.py found ink as a scanner does: the ink is what
+    differs from the border's median, stretched to [0, 1] by the brightest pixel. The network
+    column's canvas and fonts scores keep it, so that committed tables stay valid."""
+    edge = border(gray)
+    if np.median(edge) > 0.5:  # dark ink on light paper
+        gray, edge = 1 - gray, 1 - edge
+    background, brightest = np.median(edge), gray.max()
+    if brightest - background < MIN_CONTRAST:
+        raise InputError("no ink found (blank image)")
+    ink = np.clip((gray - background) / (brightest - background), 0, 1)
+    rows, cols = np.nonzero(ink > INK_THRESHOLD)
+    return fit_in_field(ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+
+
+def canvas(images, generator, prepare=contrast_digit):
+    """Dark ink on white paper, scaled 1-3x, somewhere in a larger image; then PREPARE."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=generator)))
     read = []
     for image in images[:, 0].numpy():
@@ -110,16 +161,8 @@ def canvas(images, generator):
         paper = np.ones((size, size + int(rng.integers(0, 40))))
         top, left = (int(rng.integers(0, paper.shape[i] - ink.shape[i] + 1)) for i in (0, 1))
         paper[top:top + ink.shape[0], left:left + ink.shape[1]] = 1 - ink
-        read.append(as_mnist(paper))
+        read.append(as_mnist(paper, prepare))
     return torch.from_numpy(np.stack(read)).float().unsqueeze(1)
-
-
-def as_mnist(gray):
-    """predict.py's preprocessing; an image in which it finds no ink becomes a blank digit."""
-    try:
-        return to_mnist_digit(gray)
-    except InputError:
-        return np.zeros((28, 28))
 
 
 CORRUPTIONS = {"clean": lambda images, generator: images, "shift": shift, "rotate": rotate, "scale": scale,
@@ -162,8 +205,8 @@ def render(font, text, slant, stroke):
     return image.transform((width, size[1]), Image.AFFINE, (1, slant, offset, 0, 1, 0), Image.BILINEAR)
 
 
-def font_digits(count, seed, fonts):
-    """COUNT (digit image, label) pairs from FONTS, as predict.py reads them: no MNIST image."""
+def font_digits(count, seed, fonts, prepare=contrast_digit):
+    """COUNT (digit image, label) pairs from FONTS, read by PREPARE: no MNIST image."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for i in range(count):
@@ -171,7 +214,7 @@ def font_digits(count, seed, fonts):
         font = ImageFont.truetype(str(path), int(rng.integers(18, 72)))
         stroke = int(rng.integers(0, 3)) * max(1, font.size // 24)
         ink = np.asarray(render(font, str(label), float(rng.uniform(-0.35, 0.35)), stroke), dtype=np.float64)
-        images.append(as_mnist(1 - ink / 255))  # dark on white paper, as a user's scan
+        images.append(as_mnist(1 - ink / 255, prepare))  # dark on white paper, as a user's scan
         labels.append(label)
     return torch.from_numpy(np.stack(images)).float().unsqueeze(1), torch.tensor(labels)
 
@@ -200,6 +243,107 @@ def benchmark(model, pixels, labels, fonts, seed=0, font_count=2000):
     return scores
 
 
+PAGE_FIELD = 112  # px: the 28-px MNIST field drawn 4x on the page, a written digit in a phone photo
+PAPER_GREY, SHADOW_GREY, INK_GREY = 235, 120, 30  # grey levels of 255: lit paper, the shadow's end, ink
+LIGHT_GRAIN = 6  # sd of the page's Gaussian grain in grey levels: a well-lit photo
+JPEG_QUALITY = 85
+# Photos of the same digits on paper, by pen, light and grain (every other style: a marker,
+# MNIST's own strokes, with light grain).
+PAPER = {"marker": {}, "fine_pen": {"pen": True}, "grain_25": {"grain": 25}, "grain_45": {"grain": 45},
+         "shadow": {"shadow": True}}
+
+
+def photographed(images, rng, grain=LIGHT_GRAIN, shadow=False, pen=False):
+    """Each of IMAGES (N x 1 x 28 x 28, light ink) as a user's JPEG photo: drawn dark on a light
+    page at PAGE_FIELD px, off-centre, with Gaussian GRAIN (grey levels); with SHADOW the light falls
+    from one side (the page from PAPER_GREY to SHADOW_GREY across); with PEN a 2-3 px line traces
+    the strokes. Yields [0, 1] grayscale arrays, as load_grayscale() reads the files."""
+    for image in images[:, 0].numpy():
+        field = np.clip(resize(image, (PAGE_FIELD, PAGE_FIELD)), 0, 1)
+        if pen:
+            field = pen_line(field > 0.5, int(rng.integers(2, 4))).astype(np.float64)
+        height, width = (PAGE_FIELD + int(rng.integers(30, 130)) for _ in range(2))
+        top, left = (int(rng.integers(0, size - PAGE_FIELD + 1)) for size in (height, width))
+        ink = np.zeros((height, width))
+        ink[top:top + PAGE_FIELD, left:left + PAGE_FIELD] = field
+        light = np.full(ink.shape, float(PAPER_GREY))
+        if shadow:
+            angle = rng.uniform(0, 2 * np.pi)
+            rows, cols = np.mgrid[:height, :width]
+            along = rows * np.sin(angle) + cols * np.cos(angle)
+            light -= (PAPER_GREY - SHADOW_GREY) * (along - along.min()) / np.ptp(along)
+        page = light * (1 - (1 - INK_GREY / PAPER_GREY) * ink) + rng.normal(0, grain, ink.shape)
+        yield jpeg_round_trip(page)
+
+
+def jpeg_round_trip(page):
+    """PAGE (grey levels) saved as a JPEG and read back as [0, 1] grayscale."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.clip(np.round(page), 0, 255).astype(np.uint8))
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+    with Image.open(buffer) as image:
+        return to_gray_array(image)
+
+
+def pen_line(mask, width):
+    """MASK's strokes as a continuous line WIDTH px wide: its skeleton, each pixel a WIDTH x WIDTH square."""
+    line = skeleton(mask)
+    grown = np.zeros_like(line)
+    for dy, dx in itertools.product(range(width), repeat=2):
+        grown[dy:, dx:] |= line[:line.shape[0] - dy, :line.shape[1] - dx]
+    return grown
+
+
+def skeleton(mask):
+    """MASK thinned to 8-connected lines 1 px wide, connectivity kept (Zhang and Suen, 1984)."""
+    mask = mask.copy()
+    clockwise = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))  # from north
+    height, width = mask.shape
+    changed = True
+    while changed:
+        changed = False
+        for first, second in (((0, 2, 4), (2, 4, 6)), ((0, 2, 6), (0, 4, 6))):
+            padded = np.pad(mask, 1)
+            p = [padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in clockwise]
+            count = sum(n.astype(int) for n in p)
+            rises = sum((~p[i] & p[(i + 1) % 8]).astype(int) for i in range(8))
+            ends = ~(p[first[0]] & p[first[1]] & p[first[2]]) & ~(p[second[0]] & p[second[1]] & p[second[2]])
+            drop = mask & (count >= 2) & (count <= 6) & (rises == 1) & ends
+            if drop.any():
+                mask &= ~drop
+                changed = True
+    return mask
+
+
+def prepared(grays, prepare):
+    """GRAYS read by PREPARE as an N x 1 x 28 x 28 batch."""
+    return torch.from_numpy(np.stack([as_mnist(gray, prepare) for gray in grays])).float().unsqueeze(1)
+
+
+def through_product(model, pixels, labels, fonts, seed=0, font_count=2000, prepare=to_mnist_digit):
+    """{name: accuracy %} as users get it: every corruption of benchmark() (its same draws) drawn
+    on a page and photographed, the canvas and the font digits, and the PAPER styles of the clean
+    digits, each read through PREPARE as predict.py reads a file."""
+    images, scores = to_unit_interval(pixels), {}
+    for index, (name, corrupt) in enumerate(CORRUPTIONS.items()):
+        generator = torch.Generator().manual_seed(seed * 1000 + index)
+        if name == "canvas":
+            read = canvas(images, generator, prepare)
+        else:
+            pages = photographed(corrupt(images, generator).clamp(0, 1), np.random.default_rng([seed, index]),
+                                 grain=0)
+            read = prepared(pages, prepare)
+        scores[name] = accuracy(model, read, labels)
+    scores["fonts"] = accuracy(model, *font_digits(font_count, seed, fonts, prepare)) if fonts else None
+    for index, (name, style) in enumerate(PAPER.items(), start=len(CORRUPTIONS)):
+        pages = photographed(images, np.random.default_rng([seed, index]), **style)
+        scores[name] = accuracy(model, prepared(pages, prepare), labels)
+    return scores
+
+
+PREPARATIONS = {"scanner": to_mnist_digit, "contrast": contrast_digit}
+
+
 def split_images(data_dir, split, holdout, count):
     pixels, labels = read_split(data_dir, train=split == "val")
     if split == "val":
@@ -214,6 +358,8 @@ def parse_args(argv=None):
                    help="val: the last --holdout training images, for choosing a recipe")
     p.add_argument("--holdout", type=bounded(int, 1, 59000), default=10000)
     p.add_argument("--count", type=bounded(int, 1, 10000), default=1000, help="images per corruption")
+    p.add_argument("--preparation", choices=sorted(PREPARATIONS), default="scanner",
+                   help="how the product column reads a photo: images.py's (scanner) or the earlier one")
     p.add_argument("--font-count", type=bounded(int, 0), default=2000, help="font-rendered digits")
     p.add_argument("--seed", type=bounded(int, 0), default=0, help="the benchmark's draws, not the model's")
     p.add_argument("--data-dir", default="data")
@@ -234,16 +380,24 @@ def main(argv=None):
         pixels, labels = split_images(args.data_dir, args.split, args.holdout, args.count)
         fonts = installed_fonts()
         scores = benchmark(model, pixels, labels, fonts, args.seed, args.font_count)
+        product = through_product(model, pixels, labels, fonts, args.seed, args.font_count,
+                                  PREPARATIONS[args.preparation])
     except (WeightsError, DataError, OSError) as error:
         sys.exit(f"robustness.py: error: {error}")
     seconds = time.perf_counter() - start
     weights_sha256 = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
     result = {"weights": str(args.weights), "weights_sha256": weights_sha256, "split": args.split,
               "count": len(labels), "seed": args.seed, "font_count": args.font_count, "fonts": len(fonts),
-              "fonts_sha256": fonts_digest(fonts), "scores": scores, "seconds": seconds}
+              "fonts_sha256": fonts_digest(fonts), "scores": scores, "preparation": args.preparation,
+              "through_product": product, "seconds": seconds}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        print(f"through the product: each digit photographed, read as predict.py reads it "
+              f"({args.preparation})")
+        for name, score in product.items():
+            print(f"{name:15} {percent(score)}")
+        print("as the network sees it: the 28x28 image fed straight in (canvas and fonts: contrast)")
         for name, score in scores.items():
             print(f"{name:15} {'n/a (no font found)' if score is None else f'{score:6.2f}%'}")
         print(f"{args.weights}: {len(labels)} {args.split} images per corruption, {args.font_count} font "
@@ -251,6 +405,10 @@ def main(argv=None):
     if args.output:
         atomic_write_json(args.output, result)
     return scores
+
+
+def percent(score):
+    return "n/a (no font found)" if score is None else f"{score:6.2f}%"
 
 
 def fonts_digest(fonts):

@@ -3,10 +3,12 @@ seed, font digits hold no MNIST image, and the command's figures add up."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import robustness
+from images import pieces_of
 from model import Net, normalize, save_weights
 
 
@@ -65,6 +67,10 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
     assert scores["overall"] == pytest.approx((sum(corrupted) + scores["fonts"]) / (len(corrupted) + 1))
     saved = json.loads((tmp_path / "robust.json").read_text())
     assert saved["scores"] == scores and saved["count"] == 40 and saved["fonts"] > 0
+    product = saved["through_product"]
+    assert saved["preparation"] == "scanner"
+    assert set(product) == {*robustness.CORRUPTIONS, "fonts", *robustness.PAPER}
+    assert all(f"{name} " in printed and 0 <= score <= 100 for name, score in product.items())
     pixels, labels = robustness.split_images(synthetic_mnist, "test", 10000, 40)
     with torch.inference_mode():
         clean = Net().eval()
@@ -99,3 +105,43 @@ def test_an_output_in_a_missing_folder_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "its folder does not exist" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_paper_photos_repeat_with_their_seed_and_look_as_described():
+    images = digits(3)
+    pages = {name: list(robustness.photographed(images, np.random.default_rng(1), **style))
+             for name, style in robustness.PAPER.items()}
+    again = list(robustness.photographed(images, np.random.default_rng(1), **robustness.PAPER["grain_45"]))
+    assert all(np.array_equal(a, b) for a, b in zip(pages["grain_45"], again))
+    for name, photos in pages.items():
+        assert all(min(photo.shape) > robustness.PAGE_FIELD for photo in photos), name  # a page, not a crop
+    paper = [np.median(photo) * 255 for photo in pages["marker"]]
+    assert all(225 < grey < 245 for grey in paper)
+    grain = [np.std(pages[name][0][:20, :20]) * 255 for name in ("marker", "grain_25", "grain_45")]
+    assert grain[0] < 8 < grain[1] < grain[2] / 1.2  # JPEG keeps most of it
+    for photo in pages["shadow"]:
+        corners = [photo[0, 0], photo[0, -1], photo[-1, 0], photo[-1, -1]]
+        assert max(corners) - min(corners) > 0.25  # lit at one side, in shadow at the other
+    ink = {name: sum((photo < 0.5).sum() for photo in pages[name]) for name in ("marker", "fine_pen")}
+    assert ink["fine_pen"] < 0.6 * ink["marker"]
+
+
+def test_a_pen_line_is_thin_and_keeps_the_strokes_connected():
+    seven = np.zeros((40, 40), dtype=bool)
+    seven[5:15, 5:35] = True  # a 10-px bar, and a 10-px stem down from its end
+    seven[5:35, 25:35] = True
+    for width in (2, 3):
+        line = robustness.pen_line(seven, width)
+        assert line.sum() < 0.4 * seven.sum() and (line[20:30].sum(axis=1) == width).all()
+        assert len(np.unique(pieces_of(line)[0])) == 2  # the paper and one line
+
+
+def test_through_the_product_with_the_earlier_preparation_repeats_canvas_and_fonts(monkeypatch):
+    """--preparation contrast reads canvas and fonts as the network column does: the same figures."""
+    model, images = Net().eval(), digits(10)
+    pixels, labels = (images[:, 0] * 255).to(torch.uint8), torch.arange(10)
+    fonts = robustness.installed_fonts()[:2]
+    scores = robustness.benchmark(model, pixels, labels, fonts, seed=3, font_count=10)
+    product = robustness.through_product(model, pixels, labels, fonts, seed=3, font_count=10,
+                                         prepare=robustness.contrast_digit)
+    assert product["canvas"] == scores["canvas"] and product["fonts"] == scores["fonts"]

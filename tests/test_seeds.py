@@ -72,7 +72,7 @@ def check_robustness_is_scored_once_and_summarized(seeds_main, tmp_path, monkeyp
 
     monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
     blank = (torch.zeros(10, 1, 28, 28), torch.arange(10))  # stand-in font digits: all read as one class
-    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts: blank)
+    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts, prepare=None: blank)
     assert seeds_main("--seeds", "1-2", "--robustness", epochs=3) == 0
     result = json.loads((tmp_path / "out" / "seeds.json").read_text())
     for run in result["runs"]:
@@ -191,7 +191,7 @@ def test_a_seed_robustness_cannot_score_is_recorded_and_the_table_still_written(
 
     monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
     blank = (torch.zeros(10, 1, 28, 28), torch.arange(10))  # stand-in font digits
-    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts: blank)
+    monkeypatch.setattr(robustness, "font_digits", lambda count, seed, fonts, prepare=None: blank)
     argv = ["--seeds", "1-2", "--robustness", "--data-dir", str(synthetic_mnist), "--out-dir",
             str(tmp_path / "out"), "--epochs", "1", *FLAGS]
     args = seeds.parse_args(argv)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 import data
@@ -280,7 +281,18 @@ REAL_MNIST = all(data.is_verified(data.raw_dir(ROOT / "data") / name) for name i
 
 def parity_digits(source):
     """PARITY_IMAGES digits, dark on white, at different sizes and places: MNIST's first
-    test digits, or synthetic ones (the shapes the IDX tests use)."""
+    test digits, or synthetic ones (the shapes the IDX tests use); or "paper": synthetic
+    digits photographed on paper in robustness.py's styles (grain, a shadow, a fine pen)."""
+    if source == "paper":
+        import robustness  # only here: the other tests need none of its fonts and corruptions
+
+        digits, _ = synthetic_digits(PARITY_IMAGES // 2, seed=4)
+        images = robustness.to_unit_interval(torch.from_numpy(digits))
+        styles, rng, photos = list(robustness.PAPER.values()), np.random.default_rng(0), []
+        for i in range(len(images)):
+            (gray,) = robustness.photographed(images[i:i + 1], rng, **styles[i % len(styles)])
+            photos.append(np.round(gray * 255).astype(np.uint8))
+        return photos
     if source == "MNIST":
         pixels, _ = data.read_split(ROOT / "data", train=False)
         digits = (pixels[:PARITY_IMAGES].numpy() * 255).round().astype(np.uint8)
@@ -301,7 +313,7 @@ def parity_digits(source):
 
 @pytest.mark.parametrize("source", [
     pytest.param("MNIST", marks=pytest.mark.skipif(not REAL_MNIST, reason="real MNIST is not in ./data")),
-    "synthetic"])
+    "synthetic", "paper"])
 def test_page_agrees_with_predict_py(pad, tmp_path, source):
     page = pad
     images = parity_digits(source)

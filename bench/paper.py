@@ -1,0 +1,98 @@
+"""Digits photographed on paper, read before and after images.py's scanner steps: the pictures
+and the table in results/paper/. From the project root, after the two robustness.py runs
+that results/paper/README.md names:
+
+    python bench/paper.py
+
+Writes three photos (MNIST test digits drawn on paper by robustness.photographed(): heavy
+grain, a shadow, a fine pen) as JPEG, reads each as predict.py does, by the earlier
+preparation (robustness.contrast_digit) and by images.to_mnist_digit, and saves the 28x28
+images the model saw as a montage: the photos on top, before in the middle, after below.
+Prints what the shipped weights read, the before-and-after table, and how far any
+preparation could take the fine pen: its skeleton grown straight back to a marker's width
+(8, 10, 12 px at 112 px per digit, no photo) and read on clean paper.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import robustness  # noqa: E402 (after the path is set)
+from data import read_split  # noqa: E402
+from images import load_grayscale, resize, to_mnist_digit  # noqa: E402
+from model import COMMITTED_WEIGHTS, load_model  # noqa: E402
+from predict import predict  # noqa: E402
+
+OUT = ROOT / "results" / "paper"
+# name: (MNIST test index, the photo's style); robustness.PAPER's styles, each with its own seed
+PHOTOS = {"grainy": (0, {"grain": 45}), "shadow": (1, {"shadow": True}), "fine-pen": (3, {"pen": True})}
+TILE, GAP = 112, 4
+
+
+def tile(gray):
+    """GRAY in [0, 1] scaled to fit TILE x TILE (a 28x28 digit by whole pixels), on black."""
+    image = Image.fromarray(np.round(gray * 255).astype(np.uint8))
+    scale = TILE / max(image.size)
+    size = (round(image.width * scale), round(image.height * scale))
+    image = image.resize(size, Image.NEAREST if scale > 1 else Image.BILINEAR)
+    canvas = Image.new("L", (TILE, TILE), 0)
+    canvas.paste(image, ((TILE - image.width) // 2, (TILE - image.height) // 2))
+    return canvas
+
+
+def pictures(model):
+    pixels, labels = read_split(ROOT / "data", train=False)
+    rows = [[], [], []]
+    for seed, (name, (index, style)) in enumerate(PHOTOS.items()):
+        images = robustness.to_unit_interval(pixels[index:index + 1])
+        (gray,) = robustness.photographed(images, np.random.default_rng(seed), **style)
+        path = OUT / f"{name}.jpg"
+        Image.fromarray(np.round(gray * 255).astype(np.uint8)).save(path, quality=95)
+        gray = load_grayscale(path)
+        before, after = robustness.contrast_digit(gray), to_mnist_digit(gray)
+        read = [predict(model, digit, 1)[0]["digit"] for digit in (before, after)]
+        print(f"{path.relative_to(ROOT)}: a {int(labels[index])}, read as {read[0]} before, {read[1]} after")
+        for row, picture in zip(rows, (tile(gray), tile(before), tile(after))):
+            row.append(picture)
+    montage = Image.new("L", (3 * TILE + 2 * GAP, 3 * TILE + 2 * GAP), 128)
+    for r, row in enumerate(rows):
+        for c, picture in enumerate(row):
+            montage.paste(picture, (c * (TILE + GAP), r * (TILE + GAP)))
+    montage.save(OUT / "show-input.png", optimize=True)
+
+
+def table():
+    """The markdown table of results/paper/robustness-{contrast,scanner}.json's product scores."""
+    runs = {name: json.loads((OUT / f"robustness-{name}.json").read_text())
+            for name in ("contrast", "scanner")}
+    network = runs["scanner"]["scores"]
+    print("| | as the network sees it | through the product: before | after |")
+    print("| --- | --- | --- | --- |")
+    for name, after in runs["scanner"]["through_product"].items():
+        seen = f"{network[name]:.1f}%" if name in network else "-"
+        print(f"| {name} | {seen} | {runs['contrast']['through_product'][name]:.1f}% | {after:.1f}% |")
+
+
+def pen_ceiling(model, count=1000):
+    pixels, labels = read_split(ROOT / "data", train=False)
+    fields = [resize(image, (robustness.PAGE_FIELD,) * 2) > 0.5 for image in pixels[:count].numpy() / 255]
+    for width in (8, 10, 12):
+        lines = (1 - robustness.pen_line(field, width).astype(np.float64) for field in fields)
+        read = robustness.prepared(lines, robustness.contrast_digit)
+        score = robustness.accuracy(model, read, labels[:count])
+        print(f"fine pen's line grown to {width} px, no photo: {score:.1f}%")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    model = load_model(COMMITTED_WEIGHTS)
+    pictures(model)
+    table()
+    pen_ceiling(model)
