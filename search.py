@@ -154,6 +154,7 @@ class Objective:
             trial.set_user_attr("over_budget", True)
             raise optuna.TrialPruned(f"{trial.user_attrs['parameters']} parameters")
         trial.set_user_attr("flags", flags)
+        trial.set_user_attr("train_flags", self.args.train_flags)  # the flags every run of the study had
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         worst = {}
         for index, seed in enumerate(self.args.seeds):
@@ -249,7 +250,9 @@ def open_study(args):
     # Several workers: constant_liar keeps them from sampling the same point at once.
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     pruner = SecondHalfPruner(epochs_of(args)) if args.prune else optuna.pruners.NopPruner()
-    return optuna.create_study(study_name=Path(args.study).name, storage=storage, sampler=sampler,
+    names = [study.study_name for study in optuna.get_all_study_summaries(storage)]
+    name = names[0] if len(names) == 1 else Path(args.study).name  # a moved folder keeps its study
+    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                pruner=pruner, direction="maximize", load_if_exists=True)
 
 
@@ -354,7 +357,7 @@ def write_report(study, args):
               "| --- | --- | --- | --- | --- | --- |"]
     for rank, t in enumerate(done[:args.top], 1):
         by_seed = ", ".join(f"{v:.2f}" for v in t.user_attrs["worst_by_seed"].values())
-        command = " ".join(["python train.py", *args.train_flags,
+        command = " ".join(["python train.py", *t.user_attrs.get("train_flags", args.train_flags),
                             *(part for item in t.user_attrs["flags"].items() for part in item)])
         lines.append(f"| {rank} | {t.number} | {t.value:.2f}% | {by_seed} | "
                      f"{t.user_attrs.get('parameters', '')} | `{command}` |")

@@ -48,11 +48,15 @@ def size_row(folder, seeds=None):
 def plot(rows, path):
     fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
     dots, means = dict(color="tab:blue", alpha=0.45, ms=5), dict(fmt="s", color="black", capsize=5)
+    searched = dict(means, color="tab:green")  # channel counts found by search.py
     for row in rows:
         ax.plot([row["parameters"]] * len(row["finals"]), row["finals"], "o", **dots)
-        ax.errorbar(row["parameters"], row["mean"], yerr=row["sd"], ms=7, **means)
+        ax.errorbar(row["parameters"], row["mean"], yerr=row["sd"], ms=7,
+                    **(searched if row["channels"] else means))
     ax.plot([], [], "o", label="this project: one seed", **dots)
-    ax.errorbar([], [], yerr=[], label="this project: mean ± sd over seeds", **means)
+    ax.errorbar([], [], yerr=[], label="this project: mean ± sd over seeds (width scaled)", **means)
+    if any(row["channels"] for row in rows):
+        ax.errorbar([], [], yerr=[], label="channel counts from search.py (Intel Xeon)", **searched)
     for parameters, accuracy, label, side in PUBLIC_SINGLE_RUNS:
         ax.plot(parameters, accuracy, "*", color="tab:orange", ms=14, mec="black")
         ax.annotate(f"public, {label}", (parameters, accuracy), xytext=(8 if side == "right" else -8, 8),
