@@ -17,7 +17,7 @@ finer or heavier than MNIST's. to_mnist_digit() takes it there in these steps:
      fine pen thickened, a heavy marker thinned), then scaled and placed as MNIST's.
 
 web/preprocess.js repeats every step number for number; a test compares the two.
-Imports only numpy, Pillow and files.py: no training or data code.
+Imports only numpy, Pillow and utils.py: no training or data code.
 """
 
 import warnings
