@@ -372,7 +372,7 @@ def main(argv=None):
         print_summary(state.model)
         print("Config:", json.dumps(config, indent=2))
         if args.resume:
-            state.restore(args.resume, config, changed_settings)
+            state.restore(args.resume, config)
             resumed = state.epoch
             print(f"Resuming after epoch {state.epoch} of {args.epochs} from {args.resume}")
         with StopOnSignal() as stop:
@@ -448,9 +448,9 @@ class TrainingState:
         }
         atomic_write(path, lambda f: torch.save(state, f))
 
-    def restore(self, path, config, changed_settings):
-        """Put the run back where the checkpoint at PATH left it, if CHANGED_SETTINGS(its config,
-        CONFIG) (train.changed_settings) finds no setting that decides the run changed."""
+    def restore(self, path, config):
+        """Put the run back where the checkpoint at PATH left it, if no setting that decides the
+        run (changed_settings) differs between its config and CONFIG."""
         state = load_checkpoint(path)
         saved = state.get("config", state.get("settings"))  # "settings": checkpoints of earlier versions
         changed = changed_settings(saved, config)
