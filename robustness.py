@@ -399,11 +399,14 @@ def main(argv=None):
             print(f"{name:15} {percent(score)}")
         print("as the network sees it: the 28x28 image fed straight in (canvas and fonts: contrast)")
         for name, score in scores.items():
-            print(f"{name:15} {'n/a (no font found)' if score is None else f'{score:6.2f}%'}")
+            print(f"{name:15} {percent(score)}")
         print(f"{args.weights}: {len(labels)} {args.split} images per corruption, {args.font_count} font "
               f"digits from {len(fonts)} fonts, {seconds:.1f} s")
     if args.output:
-        atomic_write_json(args.output, result)
+        try:
+            atomic_write_json(args.output, result)
+        except OSError as error:
+            sys.exit(f"robustness.py: error: {error}")
     return scores
 
 
