@@ -34,10 +34,9 @@ from optuna.storages.journal import JournalFileBackend
 
 import train
 from model import Net, count_parameters
-from seeds import seed_list
+from seeds import TRAIN_PY, seed_list
 from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line
 
-TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
 # Named spaces, in --param's syntax: NAME=LOW:HIGH[:log] (a range) or NAME=A,B,C (choices).
 SPACES = {
@@ -169,7 +168,7 @@ class Objective:
         if (folder / "history.json").exists():
             return json.loads((folder / "history.json").read_text())
         folder.mkdir(parents=True, exist_ok=True)
-        command = [*train_command(self.args, flags, seed, folder)]
+        command = train_command(self.args, flags, seed, folder)
         if (folder / "checkpoint.pt").exists():
             command += ["--resume", str(folder / "checkpoint.pt")]
         with open(folder / "train.log", "a") as log:
@@ -369,7 +368,7 @@ def write_report(study, args):
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         utils.save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
                           folder / "importance.png")
-    print("\n".join(lines[:len(lines)]), f"\nWrote {folder / 'trials.md'}", sep="")
+    print("\n".join(lines), f"\nWrote {folder / 'trials.md'}", sep="")
 
 
 def study_counts(trials):
