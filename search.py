@@ -165,10 +165,15 @@ class Objective:
 
     def train(self, trial, flags, seed, folder, step):
         """history.json of one seed's run, trained here unless it finished before."""
-        if (folder / "history.json").exists():
-            return json.loads((folder / "history.json").read_text())
-        folder.mkdir(parents=True, exist_ok=True)
         command = train_command(self.args, flags, seed, folder)
+        if (folder / "history.json").exists():
+            history = json.loads((folder / "history.json").read_text())
+            changed = train.changed_settings(history["config"], train.run_config(train.parse_args(command)))
+            if changed:  # the same searched flags, other fixed ones: not this study's run
+                raise ValueError(f"{folder} holds a run with other settings ({'; '.join(changed)}); "
+                                 "give the study another --study folder")
+            return history
+        folder.mkdir(parents=True, exist_ok=True)
         if (folder / "checkpoint.pt").exists():
             command += ["--resume", str(folder / "checkpoint.pt")]
         with open(folder / "train.log", "a") as log:

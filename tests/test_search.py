@@ -15,6 +15,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 import search
+import train
 
 SEARCH = Path(__file__).resolve().parent / "search_without_acquisition.py"  # its runs skip acquisition
 
@@ -115,3 +116,18 @@ def test_networks_over_the_budget_are_skipped_untrained(synthetic_mnist, tmp_pat
     assert len(list((study / "runs").iterdir())) == 1  # only the trained one has a folder
     history = json.loads(next((study / "runs").iterdir()).joinpath("seed1", "history.json").read_text())
     assert history["config"]["holdout"] == 56 and history["config"]["dropout"] == 0
+
+
+def test_a_finished_run_is_reused_only_with_the_same_fixed_flags(synthetic_mnist, tmp_path, no_acquisition):
+    def args(*extra):
+        return search.parse_args(["--study", str(tmp_path / "study"), "--param", "max-lr=0.01:0.1",
+                                  "--data-dir", str(synthetic_mnist), "--holdout", "56", "--threads", "1",
+                                  "--epochs", "1", *extra])
+
+    flags, folder = {"--max-lr": "0.05"}, tmp_path / "run"
+    train.main(search.train_command(args(), flags, 1, folder))
+    before = (folder / "history.json").read_bytes()
+    assert search.Objective(args(), 1).train(None, flags, 1, folder, 0)["config"]["max_lr"] == 0.05
+    with pytest.raises(ValueError, match=r"other settings \(dropout 0.01 \(now 0.2\)\)"):
+        search.Objective(args("--dropout", "0.2"), 1).train(None, flags, 1, folder, 0)
+    assert (folder / "history.json").read_bytes() == before
