@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -84,7 +85,8 @@ def parse_args(argv=None):
     add("--param", type=parameter, action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
         help="a train.py flag (max-lr) or a channel count (conv1, conv2, transition, conv3-conv6) "
              "to search; repeat it; adds to --space")
-    add("--max-params", type=bounded(int, 1), help="skip networks with more parameters, untrained")
+    add("--max-params", type=bounded(int, 1),
+        help="channel counts with more parameters are scaled down to fit, in proportion")
     add("--seeds", type=seed_list, default="1-2", help="seeds of every trial")
     add("--trials", type=bounded(int, 1), default=20, help="trials that train, over all workers")
     add("--holdout", type=bounded(int, 1, 59000), default=10000, help="validation images")
@@ -108,8 +110,9 @@ def parse_args(argv=None):
     return args
 
 
-def suggest(trial, space):
-    """The trial's train.py flags: {'--max-lr': '0.0523', '--channels': '4,8,...'}."""
+def suggest(trial, space, max_params=None):
+    """The trial's train.py flags: {'--max-lr': '0.0523', '--channels': '4,8,...'}; channel
+    counts over MAX_PARAMS are scaled down to fit (within_budget)."""
     flags, channels = {}, {}
     for name, (kind, *spec) in space.items():
         if kind == "choice":
@@ -124,8 +127,33 @@ def suggest(trial, space):
             flags[f"--{name}"] = str(value)
     if channels:
         reference = dict(zip(CHANNEL_SLOTS, Net.CHANNELS))
-        flags["--channels"] = ",".join(str(channels.get(slot, reference[slot])) for slot in CHANNEL_SLOTS)
+        counts = [channels.get(slot, reference[slot]) for slot in CHANNEL_SLOTS]
+        flags["--channels"] = ",".join(map(str, within_budget(counts, max_params) if max_params else counts))
     return flags
+
+
+def within_budget(counts, max_params):
+    """COUNTS if the network has at most MAX_PARAMS parameters, else every count times the
+    largest factor that fits (rounded down, at least 1): the proposal's proportions, at the
+    budget. Skipping a proposal instead leaves the sampler nothing to learn from when most
+    of the space is over the budget, and it proposes there again and again."""
+    def size(factor):
+        return parameters([max(1, int(c * factor)) for c in counts])
+
+    if parameters(counts) <= max_params:
+        return counts
+    if size(0) > max_params:
+        raise ValueError(f"--max-params {max_params} is below the smallest network ({size(0)} parameters)")
+    low, high = 0.0, 1.0
+    for _ in range(30):  # bisect the factor
+        middle = (low + high) / 2
+        low, high = (middle, high) if size(middle) <= max_params else (low, middle)
+    return [max(1, int(c * low)) for c in counts]
+
+
+def parameters(counts):
+    with torch.device("meta"):  # counted without allocating or drawing random numbers
+        return count_parameters(Net(channels=counts))
 
 
 def run_name(flags):
@@ -146,12 +174,9 @@ class Objective:
         self.args, self.epochs = args, epochs
 
     def __call__(self, trial):
-        flags = suggest(trial, self.args.space)
+        flags = suggest(trial, self.args.space, self.args.max_params)
         if "--channels" in flags:
-            trial.set_user_attr("parameters", count_parameters(Net(channels=flags_channels(flags))))
-        if self.args.max_params and trial.user_attrs.get("parameters", 0) > self.args.max_params:
-            trial.set_user_attr("over_budget", True)
-            raise optuna.TrialPruned(f"{trial.user_attrs['parameters']} parameters")
+            trial.set_user_attr("parameters", parameters(flags_channels(flags)))
         trial.set_user_attr("flags", flags)
         trial.set_user_attr("train_flags", self.args.train_flags)  # the flags every run of the study had
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

@@ -16,6 +16,7 @@ from optuna.storages.journal import JournalFileBackend
 
 import search
 import train
+from model import Net
 
 SEARCH = Path(__file__).resolve().parent / "search_without_acquisition.py"  # its runs skip acquisition
 
@@ -102,20 +103,21 @@ def test_two_workers_share_one_journal(synthetic_mnist, tmp_path):
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
 
 
-def test_networks_over_the_budget_are_skipped_untrained(synthetic_mnist, tmp_path):
+def test_channel_counts_over_the_budget_are_scaled_down_to_it_in_proportion(synthetic_mnist, tmp_path):
+    assert search.within_budget([4, 8, 8, 8, 8, 12, 12], 4000) == [4, 8, 8, 8, 8, 12, 12]  # 3,924: fits
+    assert search.within_budget(list(Net.CHANNELS), 3723) == [11, 7, 7, 7, 7, 11, 11]  # width 0.7's
     study = tmp_path / "study"
-    command = study_command(synthetic_mnist, study, "--space", "channels", "--max-params", "3000",
-                            "--seeds", "1", "--trials", "1", "--epochs", "1", "--dropout", "0")
+    command = study_command(synthetic_mnist, study, "--space", "channels", "--max-params", "1500",
+                            "--seeds", "1", "--trials", "3", "--epochs", "1", "--dropout", "0",
+                            "--sampler-seed", "2")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     trials = load(study).trials
-    trained = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(trained) == 1 and trained[0].user_attrs["parameters"] <= 3000
-    skipped = [t for t in trials if t.user_attrs.get("over_budget")]
-    assert all(t.user_attrs["parameters"] > 3000 for t in skipped)
-    assert len(list((study / "runs").iterdir())) == 1  # only the trained one has a folder
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(t.user_attrs["parameters"] <= 1500 for t in trials)
     history = json.loads(next((study / "runs").iterdir()).joinpath("seed1", "history.json").read_text())
     assert history["config"]["holdout"] == 56 and history["config"]["dropout"] == 0
+    assert history["config"]["parameters"] <= 1500
 
 
 def test_a_finished_run_is_reused_only_with_the_same_fixed_flags(synthetic_mnist, tmp_path, no_acquisition):
