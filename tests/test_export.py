@@ -66,7 +66,8 @@ def test_onnx_batch_dimension_is_dynamic(model_and_onnx):
     assert [d.dim_value for d in image.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
 
 
-@pytest.mark.parametrize("network", [Net(), TinyNet(), Net(width=0.7)], ids=["reference", "tiny", "w0.7"])
+@pytest.mark.parametrize("network", [Net(), TinyNet(), Net(width=0.7), Net(channels=(4, 8, 8, 8, 8, 12, 12))],
+                         ids=["reference", "tiny", "w0.7", "channels"])
 def test_export_command_checks_and_writes_the_file(synthetic_mnist, tmp_path, no_acquisition, capsys,
                                                    network):
     weights = tmp_path / "weights.pt"
