@@ -36,7 +36,7 @@ from optuna.storages.journal import JournalFileBackend
 import train
 from model import Net, count_parameters
 from seeds import TRAIN_PY, seed_list
-from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line
+from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line, pyplot, save_figure
 
 CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
 # Named spaces, in --param's syntax: NAME=LOW:HIGH[:log] (a range) or NAME=A,B,C (choices).
@@ -371,9 +371,8 @@ def write_report(study, args):
     history.png and importance.png."""
     import warnings
 
+    pyplot()  # matplotlib with the Agg backend, before Optuna's plots import it
     from optuna.visualization import matplotlib as plots
-
-    import utils  # matplotlib's backend, and save_figure
 
     folder, trials = Path(args.study), study.get_trials(deepcopy=False)
     done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value)
@@ -382,7 +381,8 @@ def write_report(study, args):
     if importances:
         lines += ["Parameter importance (PED-ANOVA, on the completed trials): " + ", ".join(
             f"{name} {value:.2f}" for name, value in importances.items()), ""]
-    lines += ["| rank | trial | worst of the last 3 epochs | by seed | parameters | train.py command |",
+    lines += [f"| rank | trial | worst of the last {LAST_EPOCHS} epochs | by seed | parameters "
+              "| train.py command |",
               "| --- | --- | --- | --- | --- | --- |"]
     for rank, t in enumerate(done[:args.top], 1):
         by_seed = ", ".join(f"{v:.2f}" for v in t.user_attrs["worst_by_seed"].values())
@@ -393,10 +393,10 @@ def write_report(study, args):
     atomic_write(folder / "trials.md", lambda f: f.write("\n".join(lines).encode() + b"\n"))
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the matplotlib plots'
     if done:
-        utils.save_figure(plots.plot_optimization_history(study).figure, folder / "history.png")
+        save_figure(plots.plot_optimization_history(study).figure, folder / "history.png")
     if importances:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        utils.save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
+        save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
                           folder / "importance.png")
     print("\n".join(lines), f"\nWrote {folder / 'trials.md'}", sep="")
 
