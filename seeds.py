@@ -97,8 +97,19 @@ def other_settings(args, seed, history):
 
 
 def read_history(folder):
+    """FOLDER's history.json, or None if there is none; one line and exit 1 if train.py
+    cannot have written it (not JSON, or no config or epochs)."""
     path = Path(folder) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        history = json.loads(path.read_text())
+        if isinstance(history["config"], dict) and history["epochs"]:
+            return history
+    except (ValueError, KeyError, TypeError):
+        pass
+    sys.exit(f"seeds.py: error: {path} is not a history.json that train.py wrote; "
+             "move it away or use another --out-dir")
 
 
 def sha256_of(path):

@@ -222,3 +222,15 @@ def test_bad_arguments_give_one_line(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"epochs": []}', '{"config": {}, "epochs": []}', "[]"])
+def test_a_damaged_history_is_one_line_before_any_training(seeds_main, tmp_path, text, monkeypatch):
+    folder = tmp_path / "out" / "seed1"
+    folder.mkdir(parents=True)
+    (folder / "history.json").write_text(text)
+    monkeypatch.setattr(seeds, "start_seed", lambda *args: pytest.fail("a seed was started"))
+    with pytest.raises(SystemExit) as exit_info:
+        seeds_main("--seeds", "1-2")
+    assert exit_info.value.code == f"seeds.py: error: {folder / 'history.json'} is not a history.json " \
+                                   "that train.py wrote; move it away or use another --out-dir"
