@@ -22,7 +22,10 @@ degrees and, where asked, a shift of up to `translate` of the image size on each
 a zoom in [1 - scale, 1 + scale]; the image is resampled about its centre (nearest or
 bilinear), and what comes in from outside is black. Nearest rotation alone is
 transforms.RandomRotation's default. All draws come from one seeded CPU generator, so a
-run's data is the same on every device and its state alone decides an epoch.
+run's data is the same on every device and its state alone decides an epoch. With --pen, a
+fraction of the digits is first redrawn as a fine pen would write them: the skeleton of
+their ink (Zhang and Suen's thinning, computed once a run), 2 px wide with soft edges, as
+images.py's preparation grows a fine pen's line; its draws come after the others'.
 
 Evaluation (evaluate): one pass of a model over a loader: the loss, the accuracy and the
 digits it got wrong.
@@ -274,12 +277,14 @@ class Augmentation:
     translate: float = 0.0  # +/- fraction of the image size, on each axis
     scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
     interpolation: str = "nearest"  # or "bilinear"
+    pen: float = 0.0  # the fraction of digits redrawn as a fine pen's line (pen_lines), before moving
 
     def __bool__(self):
-        return bool(self.rotation or self.translate or self.scale)
+        return bool(self.rotation or self.translate or self.scale or self.pen)
 
-    def __call__(self, images, generator):
-        """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU).
+    def __call__(self, images, generator, skeletons=None):
+        """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU);
+        with pen, SKELETONS (the images' skeleton(), N x 1 x H x W) give the redrawn ones.
         Only the enabled parts draw, so adding one leaves the others' draws unchanged."""
         count = len(images)
         angles = torch.empty(count).uniform_(-self.rotation, self.rotation, generator=generator)
@@ -288,8 +293,73 @@ class Augmentation:
         zooms = (torch.empty(count).uniform_(1 - self.scale, 1 + self.scale, generator=generator)
                  if self.scale else None)
         to = images.device
+        if self.pen:
+            if skeletons is None:
+                raise ValueError("a pen augmentation needs the images' skeletons")
+            redrawn = (torch.rand(count, generator=generator) < self.pen).to(to)
+            images = images.clone()
+            images[redrawn] = pen_lines(skeletons[redrawn])
         return transform(images, angles.to(to), None if shifts is None else shifts.to(to),
                          None if zooms is None else zooms.to(to), self.interpolation)
+
+
+# A pixel's 8 neighbours, clockwise from north: bit i of its neighbourhood's byte is NEIGHBOURS[i].
+NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def thinning_tables():
+    """Zhang and Suen's (1984) two sub-iterations as tables over the 256 neighbourhoods: an ink
+    pixel is peeled off if it has 2-6 ink neighbours, they form one run around it, and (first)
+    north-east-south and east-south-west or (second) north-east-west and north-south-west are
+    not all ink."""
+    codes = torch.arange(256)
+    n = [(codes >> bit) & 1 for bit in range(8)]
+    count = sum(n)
+    runs = sum((1 - n[i]) * n[(i + 1) % 8] for i in range(8))
+    peelable = (count >= 2) & (count <= 6) & (runs == 1)
+    first = peelable & (n[0] * n[2] * n[4] == 0) & (n[2] * n[4] * n[6] == 0)
+    second = peelable & (n[0] * n[2] * n[6] == 0) & (n[0] * n[4] * n[6] == 0)
+    return first, second
+
+
+THINNING = thinning_tables()
+
+
+def skeleton(masks):
+    """Boolean masks (..., H, W) thinned to 8-connected lines 1 px wide, their connectivity
+    kept (Zhang and Suen, 1984): each sub-iteration reads every pixel's neighbourhood as a
+    byte and peels off what its table says, until neither peels any more. All masks at
+    once, on their device; a mask that is done is left out of the next rounds."""
+    shape = masks.shape
+    mask = masks.reshape(-1, *shape[-2:]).to(torch.uint8)
+    height, width = shape[-2:]
+    tables = [table.to(mask.device) for table in THINNING]
+    active = torch.arange(len(mask), device=mask.device)
+    while len(active):
+        peeled = torch.zeros(len(active), dtype=torch.bool, device=mask.device)
+        for table in tables:
+            part = mask[active]
+            padded = F.pad(part, (1, 1, 1, 1))
+            codes = torch.zeros_like(part)
+            for bit, (dy, dx) in enumerate(NEIGHBOURS):
+                codes += padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] << bit
+            peel = part.bool() & table[codes.long()]
+            mask[active] = part.masked_fill(peel, 0)
+            peeled |= peel.flatten(1).any(1)
+        active = active[peeled]
+    return mask.bool().reshape(shape)
+
+
+SOFT_EDGE = torch.tensor([1.0, 2.0, 1.0]).outer(torch.tensor([1.0, 2.0, 1.0])).view(1, 1, 3, 3) / 16
+
+
+def pen_lines(skeletons):
+    """Skeletons (N, 1, H, W) -> a fine pen's digits as images.py grows them: a line 2 px wide,
+    edges softened by a [1, 2, 1] blur, each image stretched to peak at 1 (MNIST's strokes
+    measure about 2 px too)."""
+    lines = F.max_pool2d(F.pad(skeletons.float(), (0, 1, 0, 1)), 2, stride=1)
+    soft = F.conv2d(F.pad(lines, (1, 1, 1, 1)), SOFT_EDGE.to(lines.device))
+    return soft / soft.amax((2, 3), keepdim=True).clamp(min=1e-6)
 
 
 def transform(images, angles, shifts=None, zooms=None, mode="nearest"):
@@ -320,6 +390,8 @@ class InMemoryLoader:
         self.pixels, self.labels = pixels.to(device), labels.to(device)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.generator = torch.Generator().manual_seed(seed)
+        # The pen's lines follow each digit's skeleton: thinned once, here (MNIST's ink: above half).
+        self.skeletons = skeleton(self.pixels > 127).unsqueeze(1) if augment and augment.pen else None
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
@@ -332,7 +404,8 @@ class InMemoryLoader:
             index = order[start:start + self.batch_size]
             images = to_unit_interval(self.pixels[index])
             if self.augment:
-                images = self.augment(images, self.generator)
+                skeletons = None if self.skeletons is None else self.skeletons[index]
+                images = self.augment(images, self.generator, skeletons)
             yield normalize(images), self.labels[index]
 
 

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from data import DataError, ensure_mnist, read_split, to_unit_interval, transform
+from data import DataError, ensure_mnist, read_split, skeleton, to_unit_interval, transform
 from images import (
     INK_THRESHOLD,
     MIN_CONTRAST,
@@ -286,33 +286,13 @@ def jpeg_round_trip(page):
 
 
 def pen_line(mask, width):
-    """MASK's strokes as a continuous line WIDTH px wide: its skeleton, each pixel a WIDTH x WIDTH square."""
-    line = skeleton(mask)
+    """MASK's strokes as a continuous line WIDTH px wide: its skeleton (data.skeleton), each pixel a
+    WIDTH x WIDTH square."""
+    line = skeleton(torch.from_numpy(mask)).numpy()
     grown = np.zeros_like(line)
     for dy, dx in itertools.product(range(width), repeat=2):
         grown[dy:, dx:] |= line[:line.shape[0] - dy, :line.shape[1] - dx]
     return grown
-
-
-def skeleton(mask):
-    """MASK thinned to 8-connected lines 1 px wide, connectivity kept (Zhang and Suen, 1984)."""
-    mask = mask.copy()
-    clockwise = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))  # from north
-    height, width = mask.shape
-    changed = True
-    while changed:
-        changed = False
-        for first, second in (((0, 2, 4), (2, 4, 6)), ((0, 2, 6), (0, 4, 6))):
-            padded = np.pad(mask, 1)
-            p = [padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in clockwise]
-            count = sum(n.astype(int) for n in p)
-            rises = sum((~p[i] & p[(i + 1) % 8]).astype(int) for i in range(8))
-            ends = ~(p[first[0]] & p[first[1]] & p[first[2]]) & ~(p[second[0]] & p[second[1]] & p[second[2]])
-            drop = mask & (count >= 2) & (count <= 6) & (rises == 1) & ends
-            if drop.any():
-                mask &= ~drop
-                changed = True
-    return mask
 
 
 def prepared(grays, prepare):

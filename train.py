@@ -13,7 +13,7 @@ held as one tensor on the device and batched, augmented and normalized there
 and weights.pt to --out-dir, and checkpoint.pt after every epoch, from which
 --resume continues bit for bit. Ctrl-C stops after the current batch. The default
 --out-dir is runs/NAME/seedN, NAME what sets the run apart: its recipe, network,
-width or channels (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny).
+width, channels or pen (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, pen0.25, ...).
 A finished run made with other settings (as --max-lr 0.1 into runs/default/seed1)
 is not replaced without --overwrite.
 
@@ -92,6 +92,10 @@ RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dr
 NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "overwrite",
                 "deterministic", "eval_split", "torch", "cpu", "cpu_capability")
 
+# Flags added after runs were recorded, with the value those runs had: a history.json without
+# the entry ran with it.
+ADDED_LATER = {"pen": 0.0}
+
 
 def as_flags(settings):
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in settings.items())
@@ -134,6 +138,8 @@ def add_model_flags(p):
     add("--translate", type=bounded(float, 0, 0.5), default=0.0, help="random shift, +/- image fraction")
     add("--scale", type=bounded(float, 0, 0.5), default=0.0, help="random zoom in [1 - SCALE, 1 + SCALE]")
     add("--interpolation", choices=["nearest", "bilinear"], default="bilinear", help="augmentation's")
+    add("--pen", type=bounded(float, 0, 1), default=0.0, metavar="FRACTION",
+        help="redraw this fraction of the digits as a fine pen's line along their skeleton (data.py)")
     add("--ema", type=bounded(float, 0, 1), default=0.999, metavar="DECAY",
         help="evaluate and save a moving average of the weights with this decay a step; 0: off")
 
@@ -177,7 +183,7 @@ def parse_args(argv=None):
 
 def run_name(args):
     """The default run folder's name: what sets the run apart from the default recipe's
-    (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny, ...)."""
+    (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny, pen0.25, ...)."""
     parts = [] if args.recipe == "default" else [args.recipe]
     if args.model != "reference":
         parts.append(args.model)
@@ -185,6 +191,8 @@ def run_name(args):
         parts.append(f"w{args.width:g}")
     if args.channels:
         parts.append("channels-" + "-".join(map(str, args.channels)))
+    if args.pen:
+        parts.append(f"pen{args.pen:g}")
     return "-".join(parts) or "default"
 
 
@@ -195,8 +203,9 @@ def deciding_settings(config):
 
 def changed_settings(before, after):
     """'key old (now new)' for each setting that decides a run and differs from config BEFORE
-    to config AFTER; an entry that one of them lacks counts as None."""
-    before, after = deciding_settings(before), deciding_settings(after)
+    to config AFTER; an entry that one of them lacks counts as None, or as ADDED_LATER's value
+    where the flag came after the config was recorded."""
+    before, after = ({**ADDED_LATER, **deciding_settings(config)} for config in (before, after))
     return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
             for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
 
@@ -329,7 +338,7 @@ def setup(args):
     if args.deterministic:
         make_deterministic()
     torch.manual_seed(args.seed)
-    augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation)
+    augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation, args.pen)
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
                                              holdout=args.holdout, **sizes)
     model = make_model(args).to(device)

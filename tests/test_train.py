@@ -89,7 +89,7 @@ def test_a_run_without_out_dir_writes_to_runs_name_seed_n_not_beside_the_committ
     ([], "default"), (["--recipe", "fast"], "fast"), (["--recipe", "reference"], "reference"),
     (["--model", "tiny"], "tiny"), (["--width", "0.9", "--dropout", "0"], "w0.9"),
     (["--channels", "4,8,8,8,8,12,12"], "channels-4-8-8-8-8-12-12"),
-    (["--recipe", "fast", "--model", "tiny"], "fast-tiny"),
+    (["--recipe", "fast", "--model", "tiny"], "fast-tiny"), (["--pen", "0.25"], "pen0.25"),
     (["--max-lr", "0.1"], "default"),  # a flag outside the name: the refusal below keeps the run
 ])
 def test_the_default_out_dir_is_named_after_what_sets_the_run_apart(argv, name):
@@ -309,10 +309,10 @@ def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("signum, ema", [(signal.SIGINT, "0.999"), (signal.SIGTERM, "0")])
+@pytest.mark.parametrize("signum, flags", [
+    (signal.SIGINT, ["--ema", "0.999"]), (signal.SIGTERM, ["--ema", "0"]), (signal.SIGINT, ["--pen", "0.5"])])
 def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
-        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, ema):
-    flags = ["--ema", ema]
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, flags):
     whole = run(synthetic_mnist, tmp_path / "whole", *flags)
     stop_at_epoch(monkeypatch, 3, signum)
     with pytest.raises(SystemExit) as stopped:
@@ -329,6 +329,13 @@ def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
     resumed = run(synthetic_mnist, tmp_path / "cut", *flags, "--resume", str(checkpoint))
     assert without_seconds(resumed) == without_seconds(whole)
     assert same_weights(tmp_path / "whole" / "weights.pt", tmp_path / "cut" / "weights.pt")
+
+
+def test_a_run_recorded_before_a_flag_existed_counts_with_the_value_it_ran_with():
+    before_pen = {k: v for k, v in train.run_config(train.parse_args([])).items() if k != "pen"}
+    assert train.changed_settings(before_pen, train.run_config(train.parse_args([]))) == []
+    assert train.changed_settings(before_pen, train.run_config(train.parse_args(["--pen", "0.25"]))) == [
+        "pen 0.0 (now 0.25)"]
 
 
 def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition, monkeypatch):
