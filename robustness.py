@@ -315,10 +315,16 @@ def through_product(model, pixels, labels, fonts, seed=0, font_count=2000, prepa
             read = prepared(pages, prepare)
         scores[name] = accuracy(model, read, labels)
     scores["fonts"] = accuracy(model, *font_digits(font_count, seed, fonts, prepare)) if fonts else None
-    for index, (name, style) in enumerate(PAPER.items(), start=len(CORRUPTIONS)):
-        pages = photographed(images, np.random.default_rng([seed, index]), **style)
-        scores[name] = accuracy(model, prepared(pages, prepare), labels)
+    for name, read in paper_digits(images, seed, prepare).items():
+        scores[name] = accuracy(model, read, labels)
     return scores
+
+
+def paper_digits(images, seed=0, prepare=to_mnist_digit, styles=tuple(PAPER)):
+    """{style: IMAGES ([0, 1], N x 1 x 28 x 28) photographed in that PAPER style, with its own
+    seeded draws, and read by PREPARE} for each of STYLES."""
+    return {name: prepared(photographed(images, np.random.default_rng([seed, index]), **style), prepare)
+            for index, (name, style) in enumerate(PAPER.items(), start=len(CORRUPTIONS)) if name in styles}
 
 
 PREPARATIONS = {"scanner": to_mnist_digit, "contrast": contrast_digit}

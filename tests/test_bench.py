@@ -1,6 +1,7 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
-bench/frontier.py and bench/screening_table.py on hand-made outputs. Each runs as a process: the tests import
-nothing from bench/. bench/readme.py: README's results table agrees with results/."""
+bench/frontier.py, bench/screening_table.py and bench/paper_val.py on hand-made outputs. Each runs
+as a process: the tests import nothing from bench/. bench/readme.py: README's results table agrees
+with results/."""
 
 import csv
 import io
@@ -10,9 +11,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import train
 from conftest import ROOT
+from model import Net, save_weights
 
 WITHOUT_ACQUISITION = ROOT / "tests" / "bench_without_acquisition.py"
 
@@ -151,3 +154,36 @@ def test_a_number_that_differs_from_the_data_fails_the_check_and_is_rewritten(tm
     assert wrong in done.stdout  # the diff shows the line
     assert readme_py("--readme", str(readme)).returncode == 0
     assert readme.read_text() == agreed
+
+
+def paper_val(*argv):
+    command = [sys.executable, "bench/paper_val.py", *argv]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def holdout_run(folder, seed, holdout, val_acc):
+    """A weights file of an untrained network and a history.json that says it held out HOLDOUT."""
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    save_weights(folder / "weights.pt", Net())
+    history = {"config": {"holdout": holdout}, "final_val_acc": val_acc}
+    (folder / "history.json").write_text(json.dumps(history))
+    return str(folder / "weights.pt")
+
+
+def test_paper_val_scores_held_out_photos_per_weights_file(synthetic_mnist, tmp_path):
+    runs = [holdout_run(tmp_path / f"seed{seed}", seed, 56, 90.0 + seed) for seed in (1, 2)]
+    done = paper_val(*runs, "--count", "20", "--data-dir", str(synthetic_mnist), "--set", "STROKE_WIDTH=2.5")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "20 held-out digits; images.py's constants changed: STROKE_WIDTH=2.5"
+    rows = [[float(cell) for cell in line.strip("| ").split(" | ")[1:]] for line in lines[4:]]
+    assert [row[0] for row in rows] == [91.0, 92.0, 91.5]
+    for _, marker, fine_pen, gap in rows:
+        assert gap == pytest.approx(fine_pen - marker, abs=0.011) and 0 <= marker <= 100
+    assert rows[2][1:] == pytest.approx([sum(column) / 2 for column in zip(*rows[:2])][1:], abs=0.011)
+    everything = holdout_run(tmp_path / "all", 3, 0, 99.0)
+    refused = paper_val(everything)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"paper_val.py: error: {everything} trained on every training image: " \
+                                     "no held-out digit"

@@ -1,0 +1,101 @@
+"""Photos of held-out digits on paper, read by networks that never trained on them: how a
+training change or one of images.py's constants moves the marker and the fine pen, measured
+on validation, so that the choice does not look at the test set.
+
+    python bench/paper_val.py runs/pen/p0/seed*/weights.pt runs/pen/p0.25/seed*/weights.pt
+    python bench/paper_val.py --set STROKE_WIDTH=2.5 runs/pen/p0/seed*/weights.pt
+
+Every weights file must come from a `train.py --holdout N` run (the history.json beside it
+says so, and all must hold out the same N): the last N training images are photographed in
+robustness.py's paper styles (its seeded draws, once for all the files), read by
+images.to_mnist_digit (with --set, one of its constants changed for this run) and scored.
+Prints a markdown table: a row per weights file with the run's validation accuracy, each
+style's accuracy and fine pen minus marker, then the mean of each column.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import images  # noqa: E402
+import robustness  # noqa: E402
+from data import read_split, to_unit_interval  # noqa: E402
+from model import load_model  # noqa: E402
+
+
+def constant(text):
+    """'NAME=VALUE' -> (NAME, float VALUE) for an existing numeric constant of images.py."""
+    name, _, value = text.partition("=")
+    if not isinstance(getattr(images, name, None), (int, float)):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a numeric constant of images.py")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not a number") from None
+
+
+def holdout_run(weights):
+    """(--holdout, final validation accuracy) of the run that wrote WEIGHTS, from the
+    history.json beside it; exits with one line if there is none or it held out nothing."""
+    path = Path(weights).parent / "history.json"
+    try:
+        history = json.loads(path.read_text())
+        holdout = history["config"]["holdout"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        sys.exit(f"paper_val.py: error: {path}: not a run's history.json ({error})")
+    if not holdout:
+        sys.exit(f"paper_val.py: error: {weights} trained on every training image: no held-out digit")
+    return holdout, history["final_val_acc"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("weights", nargs="+", help="weights.pt files of --holdout runs")
+    p.add_argument("--set", type=constant, action="append", default=[], metavar="NAME=VALUE",
+                   help="change one of images.py's constants for this run (repeatable)")
+    p.add_argument("--styles", default="marker,fine_pen", help="robustness.PAPER's styles, comma separated")
+    p.add_argument("--count", type=int, default=None, help="the first COUNT held-out digits (default: all)")
+    p.add_argument("--data-dir", default="data")
+    args = p.parse_args(argv)
+    styles = args.styles.split(",")
+    if unknown := set(styles) - set(robustness.PAPER):
+        p.error(f"--styles: no such style: {', '.join(sorted(unknown))}")
+    runs = {weights: holdout_run(weights) for weights in args.weights}
+    holdouts = {holdout for holdout, _ in runs.values()}
+    if len(holdouts) > 1:
+        p.error(f"the weights hold out different counts: {sorted(holdouts)}")
+    holdout = holdouts.pop()
+    for name, value in args.set:
+        setattr(images, name, value)
+    torch.set_num_threads(1)
+    pixels, labels = read_split(args.data_dir, train=True)
+    pixels, labels = pixels[-holdout:][:args.count], labels[-holdout:][:args.count]
+    read = robustness.paper_digits(to_unit_interval(pixels), styles=styles)
+    setting = ", ".join(f"{name}={value:g}" for name, value in args.set) or "none"
+    print(f"{len(labels)} held-out digits; images.py's constants changed: {setting}\n")
+    print(f"| weights | val % | {' | '.join(styles)} | fine pen - marker |")
+    print("| --- " * (len(styles) + 3) + "|")
+    rows = []
+    for weights, (_, val_acc) in runs.items():
+        model = load_model(weights)
+        scores = [robustness.accuracy(model, read[name], labels) for name in styles]
+        gap = scores[styles.index("fine_pen")] - scores[styles.index("marker")] if {
+            "fine_pen", "marker"} <= set(styles) else None
+        rows.append([val_acc, *scores, gap])
+        print("| " + " | ".join([weights, *(cell(value) for value in rows[-1])]) + " |")
+    means = [None if None in column else statistics.mean(column) for column in zip(*rows)]
+    print("| mean | " + " | ".join(cell(value) for value in means) + " |")
+
+
+def cell(value):
+    return "" if value is None else f"{value:.2f}"
+
+
+if __name__ == "__main__":
+    main()
