@@ -304,27 +304,28 @@ def through_product(model, pixels, labels, fonts, seed=0, font_count=2000, prepa
     """{name: accuracy %} as users get it: every corruption of benchmark() (its same draws) drawn
     on a page and photographed, the canvas and the font digits, and the PAPER styles of the clean
     digits, each read through PREPARE as predict.py reads a file."""
-    images, scores = to_unit_interval(pixels), {}
-    for index, (name, corrupt) in enumerate(CORRUPTIONS.items()):
-        generator = torch.Generator().manual_seed(seed * 1000 + index)
-        if name == "canvas":
-            read = canvas(images, generator, prepare)
-        else:
-            pages = photographed(corrupt(images, generator).clamp(0, 1), np.random.default_rng([seed, index]),
-                                 grain=0)
-            read = prepared(pages, prepare)
-        scores[name] = accuracy(model, read, labels)
+    digits = product_digits(to_unit_interval(pixels), seed, prepare)
+    scores = {name: accuracy(model, read, labels) for name, read in digits}
     scores["fonts"] = accuracy(model, *font_digits(font_count, seed, fonts, prepare)) if fonts else None
-    for name, read in paper_digits(images, seed, prepare).items():
-        scores[name] = accuracy(model, read, labels)
-    return scores
+    return {name: scores[name] for name in (*CORRUPTIONS, "fonts", *PAPER)}
 
 
-def paper_digits(images, seed=0, prepare=to_mnist_digit, styles=tuple(PAPER)):
-    """{style: IMAGES ([0, 1], N x 1 x 28 x 28) photographed in that PAPER style, with its own
-    seeded draws, and read by PREPARE} for each of STYLES."""
-    return {name: prepared(photographed(images, np.random.default_rng([seed, index]), **style), prepare)
-            for index, (name, style) in enumerate(PAPER.items(), start=len(CORRUPTIONS)) if name in styles}
+def product_digits(images, seed=0, prepare=to_mnist_digit, names=(*CORRUPTIONS, *PAPER)):
+    """(name, N x 1 x 28 x 28 batch) for each of NAMES, as predict.py reads it through PREPARE:
+    a corruption of IMAGES ([0, 1], N x 1 x 28 x 28; benchmark()'s draws) drawn on a page and
+    photographed (canvas: placed on paper as it is), or the clean IMAGES photographed in a
+    PAPER style. Each name has its own seeded draws, so any subset reads the same digits."""
+    for index, (name, corrupt) in enumerate(CORRUPTIONS.items()):
+        if name in names:
+            generator = torch.Generator().manual_seed(seed * 1000 + index)
+            if name == "canvas":
+                yield name, canvas(images, generator, prepare)
+            else:  # the corruption alone: no grain on top
+                rng = np.random.default_rng([seed, index])
+                yield name, prepared(photographed(corrupt(images, generator).clamp(0, 1), rng, 0), prepare)
+    for index, (name, style) in enumerate(PAPER.items(), start=len(CORRUPTIONS)):
+        if name in names:
+            yield name, prepared(photographed(images, np.random.default_rng([seed, index]), **style), prepare)
 
 
 PREPARATIONS = {"scanner": to_mnist_digit, "contrast": contrast_digit}

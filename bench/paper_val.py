@@ -59,12 +59,13 @@ def main(argv=None):
     p.add_argument("weights", nargs="+", help="weights.pt files of --holdout runs")
     p.add_argument("--set", type=constant, action="append", default=[], metavar="NAME=VALUE",
                    help="change one of images.py's constants for this run (repeatable)")
-    p.add_argument("--styles", default="marker,fine_pen", help="robustness.PAPER's styles, comma separated")
+    p.add_argument("--styles", default="marker,fine_pen",
+                   help="comma separated: robustness.py's paper styles or corruptions, through the product")
     p.add_argument("--count", type=int, default=None, help="the first COUNT held-out digits (default: all)")
     p.add_argument("--data-dir", default="data")
     args = p.parse_args(argv)
     styles = args.styles.split(",")
-    if unknown := set(styles) - set(robustness.PAPER):
+    if unknown := set(styles) - {*robustness.CORRUPTIONS, *robustness.PAPER}:
         p.error(f"--styles: no such style: {', '.join(sorted(unknown))}")
     runs = {weights: holdout_run(weights) for weights in args.weights}
     holdouts = {holdout for holdout, _ in runs.values()}
@@ -76,7 +77,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     pixels, labels = read_split(args.data_dir, train=True)
     pixels, labels = pixels[-holdout:][:args.count], labels[-holdout:][:args.count]
-    read = robustness.paper_digits(to_unit_interval(pixels), styles=styles)
+    read = dict(robustness.product_digits(to_unit_interval(pixels), names=styles))
     setting = ", ".join(f"{name}={value:g}" for name, value in args.set) or "none"
     print(f"{len(labels)} held-out digits; images.py's constants changed: {setting}\n")
     print(f"| weights | val % | {' | '.join(styles)} | fine pen - marker |")
