@@ -80,22 +80,16 @@ def main(argv=None):
     read = dict(robustness.product_digits(to_unit_interval(pixels), names=styles))
     setting = ", ".join(f"{name}={value:g}" for name, value in args.set) or "none"
     print(f"{len(labels)} held-out digits; images.py's constants changed: {setting}\n")
-    print(f"| weights | val % | {' | '.join(styles)} | fine pen - marker |")
-    print("| --- " * (len(styles) + 3) + "|")
+    gap = {"fine_pen", "marker"} <= set(styles)  # the measure: fine pen within 1 point of marker
+    print(f"| weights | val % | {' | '.join(styles)} |" + (" fine pen - marker |" if gap else ""))
+    print("| --- " * (len(styles) + 2 + gap) + "|")
     rows = []
     for weights, (_, val_acc) in runs.items():
         model = load_model(weights)
-        scores = [robustness.accuracy(model, read[name], labels) for name in styles]
-        gap = scores[styles.index("fine_pen")] - scores[styles.index("marker")] if {
-            "fine_pen", "marker"} <= set(styles) else None
-        rows.append([val_acc, *scores, gap])
-        print("| " + " | ".join([weights, *(cell(value) for value in rows[-1])]) + " |")
-    means = [None if None in column else statistics.mean(column) for column in zip(*rows)]
-    print("| mean | " + " | ".join(cell(value) for value in means) + " |")
-
-
-def cell(value):
-    return "" if value is None else f"{value:.2f}"
+        scores = {name: robustness.accuracy(model, read[name], labels) for name in styles}
+        rows.append([val_acc, *scores.values()] + ([scores["fine_pen"] - scores["marker"]] if gap else []))
+        print(f"| {weights} | " + " | ".join(f"{value:.2f}" for value in rows[-1]) + " |")
+    print("| mean | " + " | ".join(f"{statistics.mean(column):.2f}" for column in zip(*rows)) + " |")
 
 
 if __name__ == "__main__":
