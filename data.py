@@ -354,7 +354,7 @@ SOFT_EDGE = torch.tensor([1.0, 2.0, 1.0]).outer(torch.tensor([1.0, 2.0, 1.0])).v
 
 
 def pen_lines(skeletons):
-    """Skeletons (N, 1, H, W) -> a fine pen's digits as images.py grows them: a line 2 px wide,
+    """Skeletons (N, 1, H, W) -> a fine pen's digits, about as images.py grows them: a line 2 px wide,
     edges softened by a [1, 2, 1] blur, each image stretched to peak at 1 (MNIST's strokes
     measure about 2 px too)."""
     lines = F.max_pool2d(F.pad(skeletons.float(), (0, 1, 0, 1)), 2, stride=1)

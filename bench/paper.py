@@ -10,7 +10,9 @@ preparation (robustness.contrast_digit) and by images.to_mnist_digit, and saves 
 images the model saw as a montage: the photos on top, before in the middle, after below.
 Prints what the shipped weights read, the before-and-after table, and how far any
 preparation could take the fine pen: its skeleton grown straight back to a marker's width
-(8, 10, 12 px at 112 px per digit, no photo) and read on clean paper.
+(8, 10, 12 px at 112 px per digit, no photo) and read on clean paper. Saves
+fine-pen-misread.png: the first 1000 test digits that are read right as a marker's photo and
+wrong as a fine pen's: as MNIST has them (top), then both photos as the model saw them.
 """
 
 import json
@@ -26,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import robustness  # noqa: E402 (after the path is set)
 from data import read_split  # noqa: E402
 from images import load_grayscale, resize, to_mnist_digit  # noqa: E402
-from model import COMMITTED_WEIGHTS, load_model  # noqa: E402
+from model import COMMITTED_WEIGHTS, load_model, normalize  # noqa: E402
 from predict import predict  # noqa: E402
 
 OUT = ROOT / "results" / "paper"
@@ -60,11 +62,16 @@ def pictures(model):
         print(f"{path.relative_to(ROOT)}: a {int(labels[index])}, read as {read[0]} before, {read[1]} after")
         for row, picture in zip(rows, (tile(gray), tile(before), tile(after))):
             row.append(picture)
-    montage = Image.new("L", (3 * TILE + 2 * GAP, 3 * TILE + 2 * GAP), 128)
+    save_montage(rows, OUT / "show-input.png")
+
+
+def save_montage(rows, path):
+    """ROWS of equal length, each a list of TILE x TILE pictures, on grey, as one PNG."""
+    montage = Image.new("L", (len(rows[0]) * (TILE + GAP) - GAP, len(rows) * (TILE + GAP) - GAP), 128)
     for r, row in enumerate(rows):
         for c, picture in enumerate(row):
             montage.paste(picture, (c * (TILE + GAP), r * (TILE + GAP)))
-    montage.save(OUT / "show-input.png", optimize=True)
+    montage.save(path, optimize=True)
 
 
 def table():
@@ -89,6 +96,20 @@ def pen_ceiling(model, count=1000):
         print(f"fine pen's line grown to {width} px, no photo: {score:.1f}%")
 
 
+def pen_misreads(model, count=1000):
+    pixels, labels = read_split(ROOT / "data", train=False)
+    images, labels = robustness.to_unit_interval(pixels[:count]), labels[:count]
+    read = dict(robustness.product_digits(images, names=("marker", "fine_pen")))
+    with torch.inference_mode():
+        marker, pen = (model(normalize(read[name])).argmax(1) for name in ("marker", "fine_pen"))
+    misread = ((marker == labels) & (pen != labels)).nonzero().flatten().tolist()
+    print(f"read right as a marker, wrong as a fine pen: {len(misread)} of {count}: " + ", ".join(
+        f"{int(labels[i])} as {int(pen[i])}" for i in misread))
+    batches = (images, read["marker"], read["fine_pen"])
+    rows = [[tile(batch[i, 0].numpy()) for i in misread] for batch in batches]
+    save_montage(rows, OUT / "fine-pen-misread.png")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -96,3 +117,4 @@ if __name__ == "__main__":
     pictures(model)
     table()
     pen_ceiling(model)
+    pen_misreads(model)

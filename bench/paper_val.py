@@ -3,7 +3,7 @@ training change or one of images.py's constants moves the marker and the fine pe
 on validation, so that the choice does not look at the test set.
 
     python bench/paper_val.py runs/pen/p0/seed*/weights.pt runs/pen/p0.25/seed*/weights.pt
-    python bench/paper_val.py --set STROKE_WIDTH=2.5 runs/pen/p0/seed*/weights.pt
+    python bench/paper_val.py --set STROKE_WIDTH=2 runs/pen/p0/seed*/weights.pt
 
 Every weights file must come from a `train.py --holdout N` run (the history.json beside it
 says so, and all must hold out the same N): the last N training images are photographed in

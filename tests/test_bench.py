@@ -173,10 +173,10 @@ def holdout_run(folder, seed, holdout, val_acc):
 
 def test_paper_val_scores_held_out_photos_per_weights_file(synthetic_mnist, tmp_path):
     runs = [holdout_run(tmp_path / f"seed{seed}", seed, 56, 90.0 + seed) for seed in (1, 2)]
-    done = paper_val(*runs, "--count", "20", "--data-dir", str(synthetic_mnist), "--set", "STROKE_WIDTH=2.5")
+    done = paper_val(*runs, "--count", "20", "--data-dir", str(synthetic_mnist), "--set", "STROKE_WIDTH=2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "20 held-out digits; images.py's constants changed: STROKE_WIDTH=2.5"
+    assert lines[0] == "20 held-out digits; images.py's constants changed: STROKE_WIDTH=2"
     rows = [[float(cell) for cell in line.strip("| ").split(" | ")[1:]] for line in lines[4:]]
     assert [row[0] for row in rows] == [91.0, 92.0, 91.5]
     for _, marker, fine_pen, gap in rows:

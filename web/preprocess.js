@@ -19,7 +19,7 @@ const SPECK = 0.05; // a piece of ink smaller than this fraction of the largest 
 const FAINT_INK = 2 / 3; // of the threshold: fainter ink is kept where it joins clear ink
 const NEAR_INK = 2; // px around the ink pieces whose grey values are kept
 const INK_LEVEL = 0.95; // the quantile of the clear ink (above Otsu's threshold) taken as full ink
-const STROKE_WIDTH = 2.0; // at the 20-px scale: a stroke under half of it is grown to it
+const STROKE_WIDTH = 2.5; // at the 20-px scale: a stroke under half of it is grown to it
 const HEAVY_STROKE = 3.0; // at the 20-px scale: a heavier stroke is thinned to it
 
 export class NoInkError extends Error {}
