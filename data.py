@@ -24,8 +24,8 @@ bilinear), and what comes in from outside is black. Nearest rotation alone is
 transforms.RandomRotation's default. All draws come from one seeded CPU generator, so a
 run's data is the same on every device and its state alone decides an epoch. With --pen, a
 fraction of the digits is first redrawn as a fine pen would write them: the skeleton of
-their ink (Zhang and Suen's thinning, computed once a run), 2 px wide with soft edges, as
-images.py's preparation grows a fine pen's line; its draws come after the others'.
+their ink (Zhang and Suen's thinning, computed once a run), 2 px wide with soft edges, near
+the width to which images.py grows a fine pen's line; its draws come after the others'.
 
 Evaluation (evaluate): one pass of a model over a loader: the loss, the accuracy and the
 digits it got wrong.
@@ -297,8 +297,8 @@ class Augmentation:
             if skeletons is None:
                 raise ValueError("a pen augmentation needs the images' skeletons")
             redrawn = (torch.rand(count, generator=generator) < self.pen).to(to)
-            images = images.clone()
-            images[redrawn] = pen_lines(skeletons[redrawn])
+            # every digit's line, kept where drawn: a boolean index would wait for the device
+            images = torch.where(redrawn.view(-1, 1, 1, 1), pen_lines(skeletons), images)
         return transform(images, angles.to(to), None if shifts is None else shifts.to(to),
                          None if zooms is None else zooms.to(to), self.interpolation)
 
@@ -354,9 +354,10 @@ SOFT_EDGE = torch.tensor([1.0, 2.0, 1.0]).outer(torch.tensor([1.0, 2.0, 1.0])).v
 
 
 def pen_lines(skeletons):
-    """Skeletons (N, 1, H, W) -> a fine pen's digits, about as images.py grows them: a line 2 px wide,
-    edges softened by a [1, 2, 1] blur, each image stretched to peak at 1 (MNIST's strokes
-    measure about 2 px too)."""
+    """Skeletons (N, 1, H, W) -> a fine pen's digits: a line 2 px wide (MNIST's strokes measure
+    about 2 px; images.py grows a fine pen's to 2.5 at its 20-px scale), edges softened by a
+    [1, 2, 1] blur, each image stretched to peak at 1. A 2-px line has no middle pixel: it
+    lies half a pixel up and left of the skeleton."""
     lines = F.max_pool2d(F.pad(skeletons.float(), (0, 1, 0, 1)), 2, stride=1)
     soft = F.conv2d(F.pad(lines, (1, 1, 1, 1)), SOFT_EDGE.to(lines.device))
     return soft / soft.amax((2, 3), keepdim=True).clamp(min=1e-6)
