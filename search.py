@@ -17,7 +17,6 @@ train.py commands), history.png and importance.png.
 """
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -192,7 +191,7 @@ class Objective:
         """history.json of one seed's run, trained here unless it finished before."""
         command = train_command(self.args, flags, seed, folder)
         if (folder / "history.json").exists():
-            history = json.loads((folder / "history.json").read_text())
+            history = train.read_history(folder / "history.json")
             changed = train.changed_settings(history["config"], train.run_config(train.parse_args(command)))
             if changed:  # the same searched flags, other fixed ones: not this study's run
                 raise ValueError(f"{folder} holds a run with other settings ({'; '.join(changed)}); "
@@ -219,7 +218,7 @@ class Objective:
                 trial.set_user_attr("train_seconds", round(spent, 1))
         if process.returncode != 0:
             raise RuntimeError(f"train.py failed (exit {process.returncode}); see {folder / 'train.log'}")
-        return json.loads((folder / "history.json").read_text())
+        return train.read_history(folder / "history.json")
 
     def watch(self, trial, process, log_path, step):
         """Report each epoch's accuracy as the log shows it; prune when the pruner says so."""

@@ -98,18 +98,14 @@ def other_settings(args, seed, history):
 
 def read_history(folder):
     """FOLDER's history.json, or None if there is none; one line and exit 1 if train.py
-    cannot have written it (not JSON, or no config or epochs)."""
+    cannot have written it (train.read_history)."""
     path = Path(folder) / "history.json"
     if not path.exists():
         return None
     try:
-        history = json.loads(path.read_text())
-        if isinstance(history["config"], dict) and history["epochs"]:
-            return history
-    except (ValueError, KeyError, TypeError):
-        pass
-    sys.exit(f"seeds.py: error: {path} is not a history.json that train.py wrote; "
-             "move it away or use another --out-dir")
+        return train.read_history(path)
+    except ValueError as error:
+        sys.exit(f"seeds.py: error: {error}; move it away or use another --out-dir")
 
 
 def sha256_of(path):

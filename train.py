@@ -197,15 +197,15 @@ def run_name(args):
 
 
 def deciding_settings(config):
-    """The settings of CONFIG that decide a run's result (see NOT_DECIDING)."""
-    return {key: value for key, value in config.items() if key not in NOT_DECIDING}
+    """The settings of CONFIG that decide a run's result (see NOT_DECIDING); a flag added after
+    CONFIG was recorded counts with the value the run had (ADDED_LATER)."""
+    return {**ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_DECIDING}}
 
 
 def changed_settings(before, after):
     """'key old (now new)' for each setting that decides a run and differs from config BEFORE
-    to config AFTER; an entry that one of them lacks counts as None, or as ADDED_LATER's value
-    where the flag came after the config was recorded."""
-    before, after = ({**ADDED_LATER, **deciding_settings(config)} for config in (before, after))
+    to config AFTER; an entry that one of them lacks counts as None."""
+    before, after = deciding_settings(before), deciding_settings(after)
     return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
             for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
 
@@ -230,6 +230,18 @@ def run_config(args):
             "parameters": parameters}
 
 
+def read_history(path):
+    """A finished run's history.json as train.py writes it (its config and epochs); ValueError,
+    in one line, if PATH holds anything else."""
+    try:
+        history = json.loads(Path(path).read_text())
+        if isinstance(history["config"], dict) and history["epochs"]:
+            return history
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ValueError(f"{path} is not a history.json that train.py wrote")
+
+
 def refuse_to_replace(args):
     """Exit with one line if --out-dir holds a finished run whose deciding settings differ
     from this one's, unless --overwrite."""
@@ -238,9 +250,9 @@ def refuse_to_replace(args):
         return
     how = "give another --out-dir, or --overwrite to replace it"
     try:
-        saved = json.loads(path.read_text())["config"]
-    except (ValueError, KeyError, TypeError):
-        sys.exit(f"train.py: error: {path} is not a history.json that train.py can read; {how}")
+        saved = read_history(path)["config"]
+    except ValueError as error:
+        sys.exit(f"train.py: error: {error}; {how}")
     changed = changed_settings(saved, run_config(args))
     if changed:
         sys.exit(f"train.py: error: {args.out_dir} holds a finished run with other settings "
