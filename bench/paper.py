@@ -105,9 +105,10 @@ def pen_misreads(model, count=1000):
     misread = ((marker == labels) & (pen != labels)).nonzero().flatten().tolist()
     print(f"read right as a marker, wrong as a fine pen: {len(misread)} of {count}: " + ", ".join(
         f"{int(labels[i])} as {int(pen[i])}" for i in misread))
-    batches = (images, read["marker"], read["fine_pen"])
-    rows = [[tile(batch[i, 0].numpy()) for i in misread] for batch in batches]
-    save_montage(rows, OUT / "fine-pen-misread.png")
+    if misread:
+        batches = (images, read["marker"], read["fine_pen"])
+        save_montage([[tile(batch[i, 0].numpy()) for i in misread] for batch in batches],
+                     OUT / "fine-pen-misread.png")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ style's accuracy and fine pen minus marker, then the mean of each column.
 """
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -25,43 +24,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import images  # noqa: E402
 import robustness  # noqa: E402
+import train  # noqa: E402
 from data import read_split, to_unit_interval  # noqa: E402
 from model import load_model  # noqa: E402
+from utils import OneLineErrorParser, bounded  # noqa: E402
 
 
 def constant(text):
-    """'NAME=VALUE' -> (NAME, float VALUE) for an existing numeric constant of images.py."""
+    """'NAME=VALUE' -> (NAME, VALUE) for a numeric constant of images.py, VALUE of its type."""
     name, _, value = text.partition("=")
-    if not isinstance(getattr(images, name, None), (int, float)):
+    current = getattr(images, name, None)
+    if type(current) not in (int, float):
         raise argparse.ArgumentTypeError(f"{name!r} is not a numeric constant of images.py")
+    kind = "an integer" if type(current) is int else "a number"
     try:
-        return name, float(value)
+        return name, type(current)(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: the value is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: {name} takes {kind}") from None
 
 
 def holdout_run(weights):
     """(--holdout, final validation accuracy) of the run that wrote WEIGHTS, from the
     history.json beside it; exits with one line if there is none or it held out nothing."""
-    path = Path(weights).parent / "history.json"
     try:
-        history = json.loads(path.read_text())
-        holdout = history["config"]["holdout"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        sys.exit(f"paper_val.py: error: {path}: not a run's history.json ({error})")
-    if not holdout:
+        history = train.read_history(Path(weights).parent / "history.json")
+        holdout, val_acc = history["config"].get("holdout"), history.get("final_val_acc")
+    except (OSError, ValueError) as error:
+        sys.exit(f"paper_val.py: error: {error}")
+    if not holdout or val_acc is None:
         sys.exit(f"paper_val.py: error: {weights} trained on every training image: no held-out digit")
-    return holdout, history["final_val_acc"]
+    return holdout, val_acc
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="weights.pt files of --holdout runs")
     p.add_argument("--set", type=constant, action="append", default=[], metavar="NAME=VALUE",
                    help="change one of images.py's constants for this run (repeatable)")
     p.add_argument("--styles", default="marker,fine_pen",
                    help="comma separated: robustness.py's paper styles or corruptions, through the product")
-    p.add_argument("--count", type=int, default=None, help="the first COUNT held-out digits (default: all)")
+    p.add_argument("--count", type=bounded(int, 1), help="the first COUNT held-out digits (default: all)")
     p.add_argument("--data-dir", default="data")
     args = p.parse_args(argv)
     styles = args.styles.split(",")
@@ -80,7 +82,7 @@ def main(argv=None):
     read = dict(robustness.product_digits(to_unit_interval(pixels), names=styles))
     setting = ", ".join(f"{name}={value:g}" for name, value in args.set) or "none"
     print(f"{len(labels)} held-out digits; images.py's constants changed: {setting}\n")
-    gap = {"fine_pen", "marker"} <= set(styles)  # the issue's measure: fine pen within 1 point of marker
+    gap = {"fine_pen", "marker"} <= set(styles)  # the target: a fine pen within 1 point of a marker
     print(f"| weights | val % | {' | '.join(styles)} |" + (" fine pen - marker |" if gap else ""))
     print("| --- " * (len(styles) + 2 + gap) + "|")
     rows = []

@@ -13,9 +13,12 @@ import sys
 import pytest
 import torch
 
+import images
+import robustness
 import train
 from conftest import ROOT
-from model import Net, save_weights
+from data import read_split, to_unit_interval
+from model import Net, load_model, save_weights
 
 WITHOUT_ACQUISITION = ROOT / "tests" / "bench_without_acquisition.py"
 
@@ -166,22 +169,35 @@ def holdout_run(folder, seed, holdout, val_acc):
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     save_weights(folder / "weights.pt", Net())
-    history = {"config": {"holdout": holdout}, "final_val_acc": val_acc}
+    history = {"config": {"holdout": holdout}, "epochs": [{"val_acc": val_acc}], "final_val_acc": val_acc}
     (folder / "history.json").write_text(json.dumps(history))
     return str(folder / "weights.pt")
 
 
-def test_paper_val_scores_held_out_photos_per_weights_file(synthetic_mnist, tmp_path):
+def test_paper_val_scores_held_out_photos_per_weights_file(synthetic_mnist, tmp_path, monkeypatch):
     runs = [holdout_run(tmp_path / f"seed{seed}", seed, 56, 90.0 + seed) for seed in (1, 2)]
-    done = paper_val(*runs, "--count", "20", "--data-dir", str(synthetic_mnist), "--set", "STROKE_WIDTH=2")
+    done = paper_val(*runs, "--count", "20", "--data-dir", str(synthetic_mnist), "--set", "STROKE_WIDTH=8")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "20 held-out digits; images.py's constants changed: STROKE_WIDTH=2"
+    assert lines[0] == "20 held-out digits; images.py's constants changed: STROKE_WIDTH=8"
     rows = [[float(cell) for cell in line.strip("| ").split(" | ")[1:]] for line in lines[4:]]
-    assert [row[0] for row in rows] == [91.0, 92.0, 91.5]
-    for _, marker, fine_pen, gap in rows:
-        assert gap == pytest.approx(fine_pen - marker, abs=0.011) and 0 <= marker <= 100
-    assert rows[2][1:] == pytest.approx([sum(column) / 2 for column in zip(*rows[:2])][1:], abs=0.011)
+    # The same scores here: the first 20 of the last 56 training digits, the pen grown to 8 px.
+    pixels, labels = read_split(synthetic_mnist, train=True)
+    digits, labels = to_unit_interval(pixels[-56:][:20]), labels[-56:][:20]
+
+    def scores(model):
+        return [robustness.accuracy(model, read, labels)
+                for _, read in robustness.product_digits(digits, names=("marker", "fine_pen"))]
+    models = [load_model(run) for run in runs]
+    unset = [scores(model) for model in models]
+    monkeypatch.setattr(images, "STROKE_WIDTH", 8.0)
+    expected = [[90.0 + seed, *scores(model)] for seed, model in zip((1, 2), models)]
+    assert [row[1:] for row in expected] != unset  # so the table shows that --set took effect
+    for row in expected:
+        row.append(row[2] - row[1])
+    expected.append([sum(column) / 2 for column in zip(*expected)])
+    assert [cell for row in rows for cell in row] == pytest.approx([cell for row in expected for cell in row],
+                                                                   abs=0.006)
     everything = holdout_run(tmp_path / "all", 3, 0, 99.0)
     refused = paper_val(everything)
     assert refused.returncode == 1
