@@ -251,7 +251,7 @@ def safe_load(path, device="cpu"):
     except pickle.UnpicklingError as error:
         raise WeightsError(f"{path}: not a PyTorch weights file, or one that would run code "
                            f"to load (refused: weights_only=True): {one_line(error, 160)}") from None
-    except (EOFError, RuntimeError, ValueError, OSError) as error:  # what torch.load raises for a bad file
+    except Exception as error:  # a damaged file fails in the unpickler's own ways (EOFError, KeyError, ...)
         reason = f"{type(error).__name__}: {one_line(error, 160)}"
         raise WeightsError(f"{path}: cannot be loaded ({reason})") from None
 

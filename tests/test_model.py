@@ -274,7 +274,7 @@ def test_python_model_py_prints_the_table_of_the_network_asked_for(flags, model)
     assert total.split() == ["total", f"{count_parameters(model):,}"]
 
 
-@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 50, "truncated", "weights"])
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 50, b"junk\n", "truncated", "weights"])
 def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
     path = tmp_path / "checkpoint.pt"
     if content == "weights":  # a real file, but a state_dict, not a checkpoint
