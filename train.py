@@ -197,15 +197,15 @@ def run_name(args):
 
 
 def deciding_settings(config):
-    """The settings of CONFIG that decide a run's result (see NOT_DECIDING); a flag added after
-    CONFIG was recorded counts with the value the run had (ADDED_LATER)."""
-    return {**ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_DECIDING}}
+    """The settings of CONFIG that decide a run's result (see NOT_DECIDING), as recorded."""
+    return {key: value for key, value in config.items() if key not in NOT_DECIDING}
 
 
 def changed_settings(before, after):
     """'key old (now new)' for each setting that decides a run and differs from config BEFORE
-    to config AFTER; an entry that one of them lacks counts as None."""
-    before, after = deciding_settings(before), deciding_settings(after)
+    to config AFTER; an entry that one of them lacks counts as None, or as ADDED_LATER's value
+    where the flag came after the config was recorded."""
+    before, after = ({**ADDED_LATER, **deciding_settings(config)} for config in (before, after))
     return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
             for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
 
