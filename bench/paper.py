@@ -105,6 +105,7 @@ def pen_misreads(model, count=1000):
     misread = ((marker == labels) & (pen != labels)).nonzero().flatten().tolist()
     print(f"read right as a marker, wrong as a fine pen: {len(misread)} of {count}: " + ", ".join(
         f"{int(labels[i])} as {int(pen[i])}" for i in misread))
+    (OUT / "fine-pen-misread.png").unlink(missing_ok=True)  # none misread: no picture
     if misread:
         batches = (images, read["marker"], read["fine_pen"])
         save_montage([[tile(batch[i, 0].numpy()) for i in misread] for batch in batches],

@@ -10,7 +10,7 @@ says so, and all must hold out the same N): the last N training images are photo
 robustness.py's paper styles (its seeded draws, once for all the files), read by
 images.to_mnist_digit (with --set, one of its constants changed for this run) and scored.
 Prints a markdown table: a row per weights file with the run's validation accuracy, each
-style's accuracy and fine pen minus marker, then the mean of each column.
+style's accuracy and (when both are read) fine pen minus marker, then each column's mean.
 """
 
 import argparse
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import images  # noqa: E402
 import robustness  # noqa: E402
 import train  # noqa: E402
-from data import read_split, to_unit_interval  # noqa: E402
-from model import load_model  # noqa: E402
+from data import DataError, read_split, to_unit_interval  # noqa: E402
+from model import WeightsError, load_model  # noqa: E402
 from utils import OneLineErrorParser, bounded  # noqa: E402
 
 
@@ -43,20 +43,21 @@ def constant(text):
         raise argparse.ArgumentTypeError(f"{text!r}: {name} takes {kind}") from None
 
 
-def holdout_run(weights):
-    """(--holdout, final validation accuracy) of the run that wrote WEIGHTS, from the
-    history.json beside it; exits with one line if there is none or it held out nothing."""
+def holdout_network(weights):
+    """(network, --holdout, final validation accuracy) of the --holdout run that wrote WEIGHTS
+    (its history.json beside it); exits with one line if there is none, it held out nothing,
+    or WEIGHTS is no weights file."""
     try:
         history = train.read_history(Path(weights).parent / "history.json")
         holdout, val_acc = history["config"].get("holdout"), history.get("final_val_acc")
-    except (OSError, ValueError) as error:
+        if not holdout or val_acc is None:
+            sys.exit(f"paper_val.py: error: {weights} trained on every training image: no held-out digit")
+        return load_model(weights), holdout, val_acc
+    except (OSError, ValueError, WeightsError) as error:
         sys.exit(f"paper_val.py: error: {error}")
-    if not holdout or val_acc is None:
-        sys.exit(f"paper_val.py: error: {weights} trained on every training image: no held-out digit")
-    return holdout, val_acc
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("weights", nargs="+", help="weights.pt files of --holdout runs")
     p.add_argument("--set", type=constant, action="append", default=[], metavar="NAME=VALUE",
@@ -66,29 +67,36 @@ def main(argv=None):
     p.add_argument("--count", type=bounded(int, 1), help="the first COUNT held-out digits (default: all)")
     p.add_argument("--data-dir", default="data")
     args = p.parse_args(argv)
-    styles = args.styles.split(",")
-    if unknown := set(styles) - {*robustness.CORRUPTIONS, *robustness.PAPER}:
+    args.styles = list(dict.fromkeys(args.styles.split(",")))  # each once, in the order given
+    if unknown := set(args.styles) - {*robustness.CORRUPTIONS, *robustness.PAPER}:
         p.error(f"--styles: no such style: {', '.join(sorted(unknown))}")
-    runs = {weights: holdout_run(weights) for weights in args.weights}
-    holdouts = {holdout for holdout, _ in runs.values()}
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    networks = {weights: holdout_network(weights) for weights in args.weights}
+    holdouts = {holdout for _, holdout, _ in networks.values()}
     if len(holdouts) > 1:
-        p.error(f"the weights hold out different counts: {sorted(holdouts)}")
+        sys.exit(f"paper_val.py: error: the weights hold out different counts: {sorted(holdouts)}")
     holdout = holdouts.pop()
     for name, value in args.set:
         setattr(images, name, value)
     torch.set_num_threads(1)
-    pixels, labels = read_split(args.data_dir, train=True)
+    try:
+        pixels, labels = read_split(args.data_dir, train=True)
+    except (OSError, DataError) as error:
+        sys.exit(f"paper_val.py: error: {error}")
     pixels, labels = pixels[-holdout:][:args.count], labels[-holdout:][:args.count]
-    read = dict(robustness.product_digits(to_unit_interval(pixels), names=styles))
+    read = dict(robustness.product_digits(to_unit_interval(pixels), names=args.styles))
     setting = ", ".join(f"{name}={value:g}" for name, value in args.set) or "none"
     print(f"{len(labels)} held-out digits; images.py's constants changed: {setting}\n")
-    gap = {"fine_pen", "marker"} <= set(styles)  # the target: a fine pen within 1 point of a marker
-    print(f"| weights | val % | {' | '.join(styles)} |" + (" fine pen - marker |" if gap else ""))
-    print("| --- " * (len(styles) + 2 + gap) + "|")
+    gap = {"fine_pen", "marker"} <= set(args.styles)  # the target: a fine pen within 1 point of a marker
+    print(f"| weights | val % | {' | '.join(args.styles)} |" + (" fine pen - marker |" if gap else ""))
+    print("| --- " * (len(args.styles) + 2 + gap) + "|")
     rows = []
-    for weights, (_, val_acc) in runs.items():
-        model = load_model(weights)
-        scores = {name: robustness.accuracy(model, read[name], labels) for name in styles}
+    for weights, (model, _, val_acc) in networks.items():
+        scores = {name: robustness.accuracy(model, read[name], labels) for name in args.styles}
         rows.append([val_acc, *scores.values()] + ([scores["fine_pen"] - scores["marker"]] if gap else []))
         print(f"| {weights} | " + " | ".join(f"{value:.2f}" for value in rows[-1]) + " |")
     print("| mean | " + " | ".join(f"{statistics.mean(column):.2f}" for column in zip(*rows)) + " |")

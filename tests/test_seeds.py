@@ -226,7 +226,7 @@ def test_bad_arguments_give_one_line(argv, message, capsys):
 
 @pytest.mark.parametrize("text", ["{not json", '{"epochs": []}', '{"config": {}, "epochs": []}', "[]"])
 def test_a_damaged_history_is_one_line_before_any_training(seeds_main, tmp_path, text, monkeypatch):
-    folder = tmp_path / "out" / "seed1"
+    folder = tmp_path / "out" / "seed2"  # read before seed 1, the first to train, starts
     folder.mkdir(parents=True)
     (folder / "history.json").write_text(text)
     monkeypatch.setattr(seeds, "start_seed", lambda *args: pytest.fail("a seed was started"))
