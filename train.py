@@ -378,6 +378,8 @@ def train(state, train_loader, eval_loader, config, checkpoint, stop):
                               f"{split}_acc": evaluation.accuracy, "seconds": seconds})
         state.epoch = epoch
         state.save(checkpoint, config)
+        # The epochs so far, for a process that follows the run (search.py prunes on them).
+        atomic_write_json(checkpoint.parent / "epochs.json", state.history)
     stop.check("after the last epoch")
     return evaluation or evaluate(state.evaluated_model, eval_loader)
 
