@@ -59,9 +59,7 @@ def load_grayscale(path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.seek(0)  # a GIF's first frame
-                image.load()
+            with Image.open(path) as image:  # a GIF's first frame; decoding errors are raised here
                 return to_gray_array(image)
     except FileNotFoundError:
         raise InputError("no such file") from None
@@ -201,9 +199,8 @@ def pieces_of(mask):
             parent[root(above + 1)] = root(run + 1)
             above += 1
     roots = np.array([root(label) for label in range(len(parent))])
-    labels = np.zeros(mask.shape, dtype=np.int64)
-    for run, (row, start, stop) in enumerate(zip(rows.tolist(), starts.tolist(), stops.tolist())):
-        labels[row, start:stop] = roots[run + 1]
+    runs = np.cumsum(steps[:, :-1] == 1).reshape(mask.shape)  # each pixel's run (row-major), from 1
+    labels = np.where(mask, roots[runs], 0)
     return labels, np.bincount(labels.ravel(), minlength=len(parent))
 
 
@@ -222,9 +219,8 @@ def normal_stroke(ink, clear):
         steps = round((STROKE_WIDTH * scale - width) / 2)
         return max_filter(np.pad(ink, steps), 2 * steps + 1)
     steps = round((width - HEAVY_STROKE * scale) / 2)
-    if steps > 0:
-        thinned = min_filter(ink, 2 * steps + 1)
-        return thinned if thinned.max() > INK_THRESHOLD else ink
+    if steps > 0 and (thinned := min_filter(ink, 2 * steps + 1)).max() > INK_THRESHOLD:
+        return thinned
     return ink
 
 
@@ -240,14 +236,15 @@ def fit_in_field(ink):
 def place_by_centre_of_mass(digit):
     """Paste DIGIT (at most 20x20) into 28x28 so that its centre of mass lands at MNIST's."""
     canvas = np.zeros((28, 28))
-    offsets = []
-    for axis in (0, 1):
-        mass = digit.sum(axis=1 - axis)
-        centre = (mass * np.arange(len(mass))).sum() / mass.sum()
-        offsets.append(int(np.clip(round(MNIST_CENTRE - centre), 0, 28 - len(mass))))
-    top, left = offsets
+    top, left = (offset(digit.sum(axis=1 - axis)) for axis in (0, 1))
     canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
     return canvas
+
+
+def offset(mass):
+    """Where a row or column profile MASS starts in 28 px so that its centre of mass lands at MNIST's."""
+    centre = (mass * np.arange(len(mass))).sum() / mass.sum()
+    return int(np.clip(round(MNIST_CENTRE - centre), 0, 28 - len(mass)))
 
 
 def save_digit_png(digit, path):

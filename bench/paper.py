@@ -1,14 +1,14 @@
-"""Digits photographed on paper, read before and after images.py's scanner steps: the pictures
-and the table in results/paper/. From the project root, after the two robustness.py runs
-that results/paper/README.md names:
+"""Digits photographed on paper, read by images.py's scanner steps: the pictures and the table
+in results/paper/. From the project root, after the robustness.py run that
+results/paper/README.md names (robustness.json):
 
     python bench/paper.py
 
 Writes three photos (MNIST test digits drawn on paper by robustness.photographed(): heavy
-grain, a shadow, a fine pen) as JPEG, reads each as predict.py does, by the earlier
-preparation (robustness.contrast_digit) and by images.to_mnist_digit, and saves the 28x28
-images the model saw as a montage: the photos on top, before in the middle, after below.
-Prints what the shipped weights read, the before-and-after table, and how far any
+grain, a shadow, a fine pen) as JPEG, reads each as predict.py does (images.to_mnist_digit),
+and saves the 28x28 images the model saw as a montage: the photos on top, what the model saw
+below. Prints what the shipped weights read, robustness.json's scores as a markdown table
+(a column per kind; as the network sees it, then through predict.py), and how far any
 preparation could take the fine pen: its skeleton grown straight back to a marker's width
 (8, 10, 12 px at 112 px per digit, no photo) and read on clean paper. Saves
 fine-pen-misread.png: the first 1000 test digits that are read right as a marker's photo and
@@ -50,18 +50,18 @@ def tile(gray):
 
 def pictures(model):
     pixels, labels = read_split(ROOT / "data", train=False)
-    rows = [[], [], []]
+    rows = [[], []]
     for seed, (name, (index, style)) in enumerate(PHOTOS.items()):
         images = robustness.to_unit_interval(pixels[index:index + 1])
         (gray,) = robustness.photographed(images, np.random.default_rng(seed), **style)
         path = OUT / f"{name}.jpg"
         Image.fromarray(np.round(gray * 255).astype(np.uint8)).save(path, quality=95)
         gray = load_grayscale(path)
-        before, after = robustness.contrast_digit(gray), to_mnist_digit(gray)
-        read = [predict(model, digit, 1)[0]["digit"] for digit in (before, after)]
-        print(f"{path.relative_to(ROOT)}: a {int(labels[index])}, read as {read[0]} before, {read[1]} after")
-        for row, picture in zip(rows, (tile(gray), tile(before), tile(after))):
-            row.append(picture)
+        seen = to_mnist_digit(gray)
+        read = predict(model, seen, 1)[0]["digit"]
+        print(f"{path.relative_to(ROOT)}: a {int(labels[index])}, read as {read}")
+        rows[0].append(tile(gray))
+        rows[1].append(tile(seen))
     save_montage(rows, OUT / "show-input.png")
 
 
@@ -75,15 +75,14 @@ def save_montage(rows, path):
 
 
 def table():
-    """The markdown table of results/paper/robustness-{contrast,scanner}.json's product scores."""
-    runs = {name: json.loads((OUT / f"robustness-{name}.json").read_text())
-            for name in ("contrast", "scanner")}
-    network = runs["scanner"]["scores"]
-    print("| | as the network sees it | through the product: before | after |")
-    print("| --- | --- | --- | --- |")
-    for name, after in runs["scanner"]["through_product"].items():
-        seen = f"{network[name]:.1f}%" if name in network else "-"
-        print(f"| {name} | {seen} | {runs['contrast']['through_product'][name]:.1f}% | {after:.1f}% |")
+    """results/paper/robustness.json's scores as a markdown table: a column per kind."""
+    run = json.loads((OUT / "robustness.json").read_text())
+    kinds = list(run["through_product"])
+    print("| % | " + " | ".join(kind.replace("_", " ") for kind in kinds) + " |")
+    print("| --- " * (len(kinds) + 1) + "|")
+    for row, scores in (("network", run["scores"]), ("predict.py", run["through_product"])):
+        cells = (f"{scores[kind]:.1f}" if kind in scores else "" for kind in kinds)
+        print(f"| {row} | " + " | ".join(cells) + " |")
 
 
 def pen_ceiling(model, count=1000):
@@ -91,7 +90,7 @@ def pen_ceiling(model, count=1000):
     fields = [resize(image, (robustness.PAGE_FIELD,) * 2) > 0.5 for image in pixels[:count].numpy() / 255]
     for width in (8, 10, 12):
         lines = (1 - robustness.pen_line(field, width).astype(np.float64) for field in fields)
-        read = robustness.prepared(lines, robustness.contrast_digit)
+        read = robustness.prepared(lines)
         score = robustness.accuracy(model, read, labels[:count])
         print(f"fine pen's line grown to {width} px, no photo: {score:.1f}%")
 

@@ -63,12 +63,12 @@ def parse_args(argv=None):
     p.add_argument("--set", type=constant, action="append", default=[], metavar="NAME=VALUE",
                    help="change one of images.py's constants for this run (repeatable)")
     p.add_argument("--styles", default="marker,fine_pen",
-                   help="comma separated: robustness.py's paper styles or corruptions, through the product")
+                   help="comma separated: robustness.py's kinds (robustness.KINDS), through the product")
     p.add_argument("--count", type=bounded(int, 1), help="the first COUNT held-out digits (default: all)")
     p.add_argument("--data-dir", default="data")
     args = p.parse_args(argv)
     args.styles = list(dict.fromkeys(args.styles.split(",")))  # each once, in the order given
-    if unknown := set(args.styles) - {*robustness.CORRUPTIONS, *robustness.PAPER}:
+    if unknown := set(args.styles) - set(robustness.KINDS):
         p.error(f"--styles: no such style: {', '.join(sorted(unknown))}")
     return args
 

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 import images
-from robustness import contrast_digit
 
 SEVEN = [(30, 20), (85, 20), (50, 95)]  # a "7" in a 112-px field, as a person writes it
 FOUR = [[(60, 15), (25, 70), (90, 70)], [(70, 40), (70, 100)]]
@@ -28,6 +27,17 @@ def page(strokes=(SEVEN,), width=10, grain=0.0, shadow=False, speck=False, seed=
         light -= 115 * np.arange(ink.shape[1]) / (ink.shape[1] - 1)
     gray = light * (1 - (1 - 30 / 235) * ink) + np.random.default_rng(seed).normal(0, grain, ink.shape)
     return np.clip(np.round(gray), 0, 255) / 255
+
+
+def contrast_digit(gray):
+    """predict.py's preparation before images.py found ink as a scanner does (robustness.py at
+    d542539): the ink is what differs from the border's median, stretched by the brightest pixel."""
+    edge = images.border(gray)
+    if np.median(edge) > 0.5:  # dark ink on light paper
+        gray, edge = 1 - gray, 1 - edge
+    ink = np.clip((gray - np.median(edge)) / (gray.max() - np.median(edge)), 0, 1)
+    rows, cols = np.nonzero(ink > images.INK_THRESHOLD)
+    return images.fit_in_field(ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
 
 
 def ink_box(digit, level=0.3):

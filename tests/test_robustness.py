@@ -1,15 +1,22 @@
 """robustness.py on small data: every corruption changes the digits, draws are fixed by the
-seed, font digits hold no MNIST image, and the command's figures add up."""
+seed, font digits hold no MNIST image and come from matplotlib's fonts alone, and the
+command's figures add up."""
 
 import json
+import shutil
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
+from PIL import ImageFont
 
 import robustness
+from data import read_split
 from images import pieces_of
-from model import Net, normalize, save_weights
+from model import Net, normalize
+from train import save_weights
 
 
 def digits(count=20):
@@ -29,26 +36,62 @@ def test_each_corruption_changes_the_digits_within_range_and_repeats_with_its_se
     assert first.shape == images.shape and torch.equal(first, again)
     assert first.min() >= 0 and first.max() <= 1 + 1e-6
     assert not torch.allclose(first, images)
-    # thin and thick draw nothing; canvas's draws (size, place) are what predict.py's steps undo
-    if name not in ("thin", "thick", "canvas"):
+    if name not in ("thin", "thick"):  # they draw nothing
         assert not torch.equal(first, other)
 
 
+@pytest.mark.parametrize("name", robustness.KINDS)
+def test_each_kinds_pages_repeat_with_their_seed_and_are_read_as_digits(name):
+    images = digits(4)
+    first, again, other = (list(robustness.pages(images, name, seed)) for seed in (2, 2, 3))
+    assert len(first) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(page.min() >= 0 and page.max() <= 1 and min(page.shape) > 28 for page in first)
+    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first, other))
+    read = robustness.prepared(first)
+    assert read.shape == (4, 1, 28, 28) and (read.amax((1, 2, 3)) == 1).all()  # ink found in every page
+
+
+def font_digits(count, seed):
+    pages, labels = zip(*robustness.font_pages(count, seed))
+    return robustness.prepared(pages), list(labels)
+
+
 def test_font_digits_are_balanced_readable_and_fixed_by_the_seed():
-    fonts = robustness.installed_fonts()
-    assert fonts, "matplotlib's DejaVu fonts at least"
-    assert all(robustness.draws_digits(path) for path in fonts)
-    images, labels = robustness.font_digits(30, seed=1, fonts=fonts)
-    again, _ = robustness.font_digits(30, seed=1, fonts=fonts)
+    images, labels = font_digits(30, seed=1)
+    again, _ = font_digits(30, seed=1)
     assert images.shape == (30, 1, 28, 28) and torch.equal(images, again)
-    assert labels.tolist() == [i % 10 for i in range(30)]
+    assert labels == [i % 10 for i in range(30)]
     assert all(image.max() == 1.0 for image in images)  # every digit found ink, as predict.py reads it
 
 
-def test_a_folder_without_fonts_falls_back_to_matplotlibs(tmp_path):
-    (tmp_path / "not-a-font.ttf").write_bytes(b"garbage")
-    fonts = robustness.installed_fonts((tmp_path,))
-    assert fonts and all(path.name.startswith(("DejaVu", "STIXGen")) for path in fonts)
+def test_every_font_of_the_set_ships_with_matplotlib_and_draws_ten_distinct_digits():
+    fonts = robustness.font_files()
+    assert len(fonts) == len(robustness.FONT_FILES) == 16
+    assert {path.parent for path in fonts} == {Path(matplotlib.get_data_path()) / "fonts" / "ttf"}
+    for path in fonts:
+        font = ImageFont.truetype(str(path), 40)
+        glyphs = [robustness.render(font, str(digit), 0.0, 0).tobytes() for digit in range(10)]
+        assert len(set(glyphs)) == 10 and all(any(glyph) for glyph in glyphs), path.name
+
+
+def test_the_font_digits_do_not_depend_on_the_fonts_a_machine_has(tmp_path, monkeypatch):
+    """Two machines with fonts of their own in the usual folders, one of them under the name of a
+    font of the set: the set, its digest and its digits stay the same."""
+    fonts = robustness.font_files()
+    expected = fonts, robustness.fonts_digest(fonts), font_digits(20, seed=4)[0]
+    for machine, (impostor, extra) in {"a": (fonts[-1], fonts[1]), "b": (fonts[2], fonts[-2])}.items():
+        home = tmp_path / machine
+        for folder in (home / ".fonts", home / ".local" / "share" / "fonts", home / "system" / "fonts"):
+            folder.mkdir(parents=True)
+            shutil.copy(impostor, folder / fonts[0].name)  # other bytes under a set member's name
+            shutil.copy(extra, folder / f"Extra-{machine}.ttf")
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+        monkeypatch.setenv("XDG_DATA_DIRS", str(home / "system"))
+        monkeypatch.setattr(Path, "home", classmethod(lambda cls, home=home: home))
+        found = robustness.font_files()
+        assert found == expected[0] and robustness.fonts_digest(found) == expected[1]
+        assert torch.equal(font_digits(20, seed=4)[0], expected[2])
 
 
 def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_path, monkeypatch, capsys):
@@ -59,19 +102,21 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
             "--font-count", "20", "--output", str(tmp_path / "robust.json")]
     scores = robustness.main(argv)
     printed = capsys.readouterr().out
-    assert set(scores) == {*robustness.CORRUPTIONS, "corrupted_mean", "fonts", "overall"}
+    assert set(scores) == {*robustness.CORRUPTIONS, "canvas", "corrupted_mean", "fonts", "overall"}
     for name, score in scores.items():
         assert f"{name} " in printed and 0 <= score <= 100
-    corrupted = [scores[n] for n in robustness.CORRUPTIONS if n != "clean"]
+    corrupted = [scores[n] for n in (*robustness.CORRUPTIONS, "canvas") if n != "clean"]
     assert scores["corrupted_mean"] == pytest.approx(sum(corrupted) / len(corrupted))
     assert scores["overall"] == pytest.approx((sum(corrupted) + scores["fonts"]) / (len(corrupted) + 1))
     saved = json.loads((tmp_path / "robust.json").read_text())
-    assert saved["scores"] == scores and saved["count"] == 40 and saved["fonts"] > 0
+    assert saved["scores"] == scores and saved["count"] == 40
+    assert saved["fonts"] == 16 and saved["fonts_sha256"] == robustness.fonts_digest(robustness.font_files())
+    assert saved["font_set"] == f"{robustness.FONT_SET}, matplotlib {matplotlib.__version__}"
     product = saved["through_product"]
-    assert saved["preparation"] == "scanner"
-    assert set(product) == {*robustness.CORRUPTIONS, "fonts", *robustness.PAPER}
+    assert list(product) == [*robustness.KINDS, "fonts"]
     assert all(f"{name} " in printed and 0 <= score <= 100 for name, score in product.items())
-    pixels, labels = robustness.split_images(synthetic_mnist, "test", 10000, 40)
+    assert product["canvas"] == scores["canvas"] and product["fonts"] == scores["fonts"]  # pages in both
+    pixels, labels = (part[:40] for part in read_split(synthetic_mnist, train=False))
     with torch.inference_mode():
         clean = Net().eval()
         clean.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True)["state_dict"])
@@ -85,10 +130,18 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
     assert printed["weights"] == str(tmp_path / "weights.pt")
 
 
-def test_validation_images_are_the_last_holdout_training_images(synthetic_mnist):
-    pixels, labels = robustness.split_images(synthetic_mnist, "val", 56, 100)
-    train_pixels, train_labels = robustness.read_split(synthetic_mnist, train=True)
-    assert torch.equal(pixels, train_pixels[-56:]) and torch.equal(labels, train_labels[-56:])
+def test_validation_images_are_the_last_holdout_training_images(synthetic_mnist, monkeypatch):
+    monkeypatch.setattr(robustness, "ensure_mnist", lambda data_dir: None)
+    read = []
+
+    def benchmark(model, pixels, labels, seed, font_count):
+        read.append((pixels, labels))
+        return {"clean": 1.0}, {"clean": 1.0}
+    monkeypatch.setattr(robustness, "benchmark", benchmark)
+    robustness.main(["--data-dir", str(synthetic_mnist), "--split", "val", "--holdout=56", "--count=50"])
+    train_pixels, train_labels = read_split(synthetic_mnist, train=True)
+    ((pixels, labels),) = read
+    assert torch.equal(pixels, train_pixels[-56:-6]) and torch.equal(labels, train_labels[-56:-6])
 
 
 def test_unreadable_weights_are_one_line(tmp_path):
@@ -134,14 +187,3 @@ def test_a_pen_line_is_thin_and_keeps_the_strokes_connected():
         line = robustness.pen_line(seven, width)
         assert line.sum() < 0.4 * seven.sum() and (line[20:30].sum(axis=1) == width).all()
         assert len(np.unique(pieces_of(line)[0])) == 2  # the paper and one line
-
-
-def test_through_the_product_with_the_earlier_preparation_repeats_canvas_and_fonts(monkeypatch):
-    """--preparation contrast reads canvas and fonts as the network column does: the same figures."""
-    model, images = Net().eval(), digits(10)
-    pixels, labels = (images[:, 0] * 255).to(torch.uint8), torch.arange(10)
-    fonts = robustness.installed_fonts()[:2]
-    scores = robustness.benchmark(model, pixels, labels, fonts, seed=3, font_count=10)
-    product = robustness.through_product(model, pixels, labels, fonts, seed=3, font_count=10,
-                                         prepare=robustness.contrast_digit)
-    assert product["canvas"] == scores["canvas"] and product["fonts"] == scores["fonts"]
