@@ -1,4 +1,4 @@
-"""Train the reference 7,544-parameter network on MNIST to 99.4% in 15 epochs.
+"""Train the reference 7,544-parameter network on MNIST: 15 epochs, 99.46% mean test accuracy.
 
     python train.py                          # the default recipe, seed 1; writes runs/default/seed1/
     python train.py --seed 2 --threads 1     # another seed, one CPU thread
@@ -12,10 +12,10 @@ held as one tensor on the device and batched, augmented and normalized there
 (data.py). Writes output.png (the curves), misclassified.png, history.json
 and weights.pt to --out-dir, and checkpoint.pt after every epoch, from which
 --resume continues bit for bit. Ctrl-C stops after the current batch. The default
---out-dir is runs/NAME/seedN, NAME what sets the run apart: its recipe, network,
-width, channels or pen (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, pen0.25, ...).
-A finished run made with other settings (as --max-lr 0.1 into runs/default/seed1)
-is not replaced without --overwrite.
+--out-dir is runs/NAME/seedN, NAME what sets the run apart: its recipe and network, and
+each setting that differs from their defaults (default, fast, tiny, holdout=10000,
+batch-size=128_max-lr=0.1, ...). A finished run made with other settings, or a stopped
+one, is not replaced without --overwrite.
 
 The file reads top down: the recipes and flags, the training loop, then a run's
 state (checkpoint.pt, stopping on a signal, the resume command) and the device.
@@ -54,7 +54,7 @@ from model import (
     channel_counts,
     count_parameters,
     safe_load,
-    save_weights,
+    shape_options,
 )
 from utils import (
     DefaultsHelpFormatter,
@@ -113,9 +113,10 @@ def add_run_flags(p):
         help="train on all but the last N training images and validate on those, not the test set")
     add("--test-batch-size", type=bounded(int, 1), help="default: 250 on the CPU (faster there), else 1000")
     add("--data-dir", default="data", help="MNIST goes to DATA_DIR/MNIST/raw")
-    add("--out-dir", default=None, help="default: runs/NAME/seed<SEED>, NAME from --recipe, --model, --width "
-                                        "and --channels: default, fast, tiny, w0.9, ...")
-    add("--overwrite", action="store_true", help="replace a finished run in --out-dir with other settings")
+    add("--out-dir", default=None, help="default: runs/NAME/seed<SEED>, NAME from --recipe, --model and "
+                                        "each changed setting: default, fast, tiny, holdout=10000, ...")
+    add("--overwrite", action="store_true", help="replace a run in --out-dir: a stopped one, or a finished "
+                                                 "one with other settings")
     add("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.pt of this run")
     add("--deterministic", action="store_true", help="for CUDA; CPU runs repeat without it")
 
@@ -132,7 +133,7 @@ def add_model_flags(p):
         help="scales every channel count of the reference network (python model.py --width W: its table)")
     add("--channels", type=channel_counts, default=None, metavar="C1,C2,T,C3,C4,C5,C6",
         help="the reference network's seven channel counts (16,10,10,10,10,16,16 is the default "
-             "network); overrides --width")
+             "network); instead of --width")
     add("--dropout", type=bounded(float, 0, 0.99), default=DEFAULT_DROPOUT, help="after every conv block")
     add("--rotation", type=bounded(float, 0, 180), default=7.0, help="random rotation, +/- degrees")
     add("--translate", type=bounded(float, 0, 0.5), default=0.0, help="random shift, +/- image fraction")
@@ -177,23 +178,26 @@ def parse_args(argv=None):
         p.error("give --width or --channels, not both")
     if args.device != "auto" and not device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
-    args.out_dir = args.out_dir or str(Path("runs") / run_name(args) / f"seed{args.seed}")
+    args.out_dir = args.out_dir or str(Path("runs") / run_name(args, p) / f"seed{args.seed}")
     return args
 
 
-def run_name(args):
-    """The default run folder's name: what sets the run apart from the default recipe's
-    (default, fast, tiny, w0.9, channels-4-8-8-8-8-12-12, fast-tiny, pen0.25, ...)."""
-    parts = [] if args.recipe == "default" else [args.recipe]
-    if args.model != "reference":
-        parts.append(args.model)
-    if args.width != 1:
-        parts.append(f"w{args.width:g}")
-    if args.channels:
-        parts.append("channels-" + "-".join(map(str, args.channels)))
-    if args.pen:
-        parts.append(f"pen{args.pen:g}")
-    return "-".join(parts) or "default"
+def run_name(args, parser):
+    """The default run folder's name: the recipe and network where not the default ones, then
+    every setting that decides the run and differs from their defaults, as FLAG=VALUE joined
+    by "_" (default, fast, tiny, holdout=10000, fast_batch-size=256, channels=4-8-8-8-8-12-12)."""
+    fixed = (*NOT_DECIDING, "seed", "model")
+    changed = [f"{key.replace('_', '-')}={as_name(value)}" for key, value in vars(args).items()
+               if key not in fixed and value != parser.get_default(key)]
+    parts = [args.recipe] * (args.recipe != "default") + [args.model] * (args.model != "reference")
+    return "_".join(parts + changed) or "default"
+
+
+def as_name(value):
+    """A setting's value in a folder name: 0.9, 4-8-8-8-8-12-12, False."""
+    if isinstance(value, list):
+        return "-".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def deciding_settings(config):
@@ -242,20 +246,25 @@ def read_history(path):
     raise ValueError(f"{path} is not a history.json that train.py wrote")
 
 
-def refuse_to_replace(args):
-    """Exit with one line if --out-dir holds a finished run whose deciding settings differ
-    from this one's, unless --overwrite."""
-    path = Path(args.out_dir) / "history.json"
-    if args.overwrite or not path.exists():
+def refuse_to_replace(args, argv):
+    """Exit with one line if --out-dir holds a stopped run that this one does not resume, or a
+    finished run whose deciding settings differ from this one's, unless --overwrite."""
+    folder = Path(args.out_dir)
+    if args.overwrite:
+        return
+    if not (folder / "history.json").exists():
+        if (folder / "checkpoint.pt").exists() and not args.resume:
+            sys.exit(f"train.py: error: {folder} holds a stopped run; resume it with "
+                     f"{resume_command(argv, folder / 'checkpoint.pt')}, or give --overwrite to start again")
         return
     how = "give another --out-dir, or --overwrite to replace it"
     try:
-        saved = read_history(path)["config"]
+        saved = read_history(folder / "history.json")["config"]
     except ValueError as error:
         sys.exit(f"train.py: error: {error}; {how}")
     changed = changed_settings(saved, run_config(args))
     if changed:
-        sys.exit(f"train.py: error: {args.out_dir} holds a finished run with other settings "
+        sys.exit(f"train.py: error: {folder} holds a finished run with other settings "
                  f"({'; '.join(changed)}); {how}")
 
 
@@ -307,6 +316,16 @@ def print_summary(model):
     """torchsummary's table, from a CPU copy: its train-mode pass would move BatchNorm and the RNG."""
     with torch.random.fork_rng(devices=[]):
         summary(deepcopy(model).cpu(), input_size=(1, 28, 28), device="cpu")
+
+
+def save_weights(path, model):
+    """MODEL's architecture name, shape (model.shape_options) and state_dict as CPU tensors,
+    so that a CUDA run's file loads anywhere (model.load_model)."""
+    weights = model.state_dict()  # an OrderedDict with metadata, as torch.save expects
+    for key in weights:
+        weights[key] = weights[key].cpu()
+    file = {"architecture": model.architecture, "state_dict": weights, **shape_options(model)}
+    atomic_write(path, lambda f: torch.save(file, f))
 
 
 def save_results(out_dir, state, config, evaluation):
@@ -389,7 +408,7 @@ def main(argv=None):
     args = parse_args(argv)
     checkpoint, resumed = Path(args.out_dir) / "checkpoint.pt", None
     try:
-        refuse_to_replace(args)
+        refuse_to_replace(args, argv)
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
         state, train_loader, eval_loader, config = setup(args)
         print_summary(state.model)
@@ -475,8 +494,7 @@ class TrainingState:
         """Put the run back where the checkpoint at PATH left it, if no setting that decides the
         run (changed_settings) differs between its config and CONFIG."""
         state = load_checkpoint(path)
-        saved = state.get("config", state.get("settings"))  # "settings": checkpoints of earlier versions
-        changed = changed_settings(saved, config)
+        changed = changed_settings(state["config"], config)
         if changed:
             raise CheckpointError(f"{path} was made with other settings: {'; '.join(changed)}; "
                                   "resume with the same flags as the original run")

@@ -18,7 +18,8 @@ import robustness
 import train
 from conftest import ROOT
 from data import read_split, to_unit_interval
-from model import Net, load_model, save_weights
+from model import Net, load_model
+from train import save_weights
 
 WITHOUT_ACQUISITION = ROOT / "tests" / "bench_without_acquisition.py"
 

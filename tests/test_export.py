@@ -9,7 +9,8 @@ import torch
 
 import export
 from conftest import ROOT
-from model import COMMITTED_WEIGHTS, Net, TinyNet, load_model, save_weights
+from model import COMMITTED_WEIGHTS, Net, TinyNet, load_model
+from train import save_weights
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,8 @@ from model import (
     count_parameters,
     load_model,
     receptive_fields,
-    save_weights,
 )
-from train import load_checkpoint, print_summary
+from train import load_checkpoint, print_summary, save_weights
 
 # The reference torchsummary table: (layer type, output shape, params), row by row.
 SEED_TABLE = [
@@ -287,6 +286,40 @@ def test_bad_checkpoint_files_give_one_line_naming_the_file(tmp_path, content):
     with pytest.raises(WeightsError) as error:
         load_checkpoint(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"", "is empty"), (b"hello\n", "is not a PyTorch weights file"),
+    (b'{"config": {}, "epochs": []}\n', "is not a PyTorch weights file"),  # a history.json
+    ("truncated", "is a damaged PyTorch weights file"),
+    ("code", "holds more than tensors, and loading it would run code: refused")])
+def test_weights_errors_say_plainly_what_the_file_is(tmp_path, content, said):
+    path = tmp_path / "weights.pt"
+    if content == "truncated":
+        torch.save({"model": Net().state_dict()}, path)
+        path.write_bytes(path.read_bytes()[:-200])
+    elif content == "code":
+        torch.save({"loader": print}, path)  # pickles a function: loading it would run code
+    else:
+        path.write_bytes(content)
+    with pytest.raises(WeightsError) as error:
+        load_model(path)
+    assert str(error.value) == f"{path} {said}"
+
+
+def test_importing_model_loads_no_other_module_of_the_project():
+    project = {path.stem for path in ROOT.glob("*.py")}
+    done = subprocess.run([sys.executable, "-c", "import sys, model; print(' '.join(sys.modules))"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    assert set(done.stdout.split()) & project == {"model"}
+
+
+@pytest.mark.parametrize("argv", [["--model", "tiny", "--width", "2"], ["--widht", "2"],
+                                  ["--width", "0.5", "--channels", "1,1,1,1,1,1,1"]])
+def test_model_py_refuses_flags_it_would_ignore_in_one_line(argv):
+    done = subprocess.run([sys.executable, "model.py", *argv], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("model.py: error: ") and done.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

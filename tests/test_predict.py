@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 import data
 import predict
 from conftest import ROOT
-from model import ARCHITECTURES, Net, TinyNet, WeightsError, load_model, save_weights
+from model import ARCHITECTURES, Net, TinyNet, WeightsError, load_model
+from train import save_weights
 
 
 def ring(size, box, ink=255, paper=0, mode="L"):

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -80,17 +79,20 @@ def test_a_run_without_out_dir_writes_to_runs_name_seed_n_not_beside_the_committ
     monkeypatch.setattr(train, "save_results", lambda out_dir, *rest: print(f"to {out_dir}"))
     train.main(["--data-dir", str(synthetic_mnist), "--epochs", "1", "--batch-size", "64",
                 "--seed", "987654"])
-    assert "to runs/default/seed987654" in capsys.readouterr().out
-    assert (tmp_path / "runs" / "default" / "seed987654" / "checkpoint.pt").is_file()
+    assert "to runs/epochs=1_batch-size=64/seed987654" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "epochs=1_batch-size=64" / "seed987654" / "checkpoint.pt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "runs"]
 
 
 @pytest.mark.parametrize("argv, name", [
     ([], "default"), (["--recipe", "fast"], "fast"), (["--recipe", "reference"], "reference"),
-    (["--model", "tiny"], "tiny"), (["--width", "0.9", "--dropout", "0"], "w0.9"),
-    (["--channels", "4,8,8,8,8,12,12"], "channels-4-8-8-8-8-12-12"),
-    (["--recipe", "fast", "--model", "tiny"], "fast-tiny"), (["--pen", "0.25"], "pen0.25"),
-    (["--max-lr", "0.1"], "default"),  # a flag outside the name: the refusal below keeps the run
+    (["--model", "tiny"], "tiny"), (["--width", "0.9", "--dropout", "0"], "width=0.9_dropout=0"),
+    (["--channels", "4,8,8,8,8,12,12"], "channels=4-8-8-8-8-12-12"),
+    (["--recipe", "fast", "--model", "tiny"], "fast_tiny"), (["--pen", "0.25"], "pen=0.25"),
+    (["--holdout", "10000"], "holdout=10000"), (["--batch-size", "128"], "batch-size=128"),
+    (["--recipe", "fast", "--batch-size", "128"], "fast"),  # the recipe's own value
+    (["--max-lr", "0.05", "--data-dir", "elsewhere", "--test-batch-size", "99"], "default"),  # none decides
+    (["--epochs", "3", "--no-nesterov", "--threads", "1"], "threads=1_epochs=3_nesterov=False"),
 ])
 def test_the_default_out_dir_is_named_after_what_sets_the_run_apart(argv, name):
     assert train.parse_args([*argv, "--seed", "3"]).out_dir == f"runs/{name}/seed3"
@@ -102,23 +104,46 @@ def test_runs_with_default_flags_keep_each_others_files_and_another_run_is_refus
     monkeypatch.chdir(tmp_path)
     flags = ["--data-dir", "data", "--epochs", "1"]
     train.main(flags)
-    default = tmp_path / "runs" / "default" / "seed1"
+    default = tmp_path / "runs" / "epochs=1" / "seed1"
     files = {name: (default / name).read_bytes() for name in ("weights.pt", "history.json", "checkpoint.pt")}
-    train.main([*flags, "--recipe", "fast"])
-    fast = tmp_path / "runs" / "fast" / "seed1"
-    assert json.loads((fast / "history.json").read_text())["config"]["batch_size"] == 128
-    assert (fast / "weights.pt").is_file() and (fast / "checkpoint.pt").is_file()
+    for other, folder in ((["--recipe", "fast"], "fast_epochs=1"),
+                          (["--holdout", "56"], "holdout=56_epochs=1"),
+                          (["--batch-size", "128"], "epochs=1_batch-size=128")):
+        train.main([*flags, *other])  # README's and train.py's examples, after a plain run
+        assert (tmp_path / "runs" / folder / "seed1" / "weights.pt").is_file()
+    fast = tmp_path / "runs" / "fast_epochs=1" / "seed1" / "history.json"
+    assert json.loads(fast.read_text())["config"]["batch_size"] == 128
     assert {name: (default / name).read_bytes() for name in files} == files
 
     with pytest.raises(SystemExit) as refused:
-        train.main([*flags, "--max-lr", "0.1"])  # into runs/default/seed1 too
+        train.main([*flags, "--max-lr", "0.1", "--out-dir", str(default)])
     (line,) = str(refused.value.code).splitlines()
-    assert line == (f"train.py: error: {Path('runs/default/seed1')} holds a finished run with other settings "
+    assert line == (f"train.py: error: {default} holds a finished run with other settings "
                     "(max_lr 0.05 (now 0.1)); give another --out-dir, or --overwrite to replace it")
     assert {name: (default / name).read_bytes() for name in files} == files
     train.main([*flags, "--data-dir", "./data", "--test-batch-size", "50"])  # the same run: no refusal
-    train.main([*flags, "--max-lr", "0.1", "--overwrite"])
+    train.main([*flags, "--max-lr", "0.1", "--overwrite", "--out-dir", str(default)])
     assert json.loads((default / "history.json").read_text())["config"]["max_lr"] == 0.1
+
+
+def test_a_stopped_run_is_never_overwritten_silently(synthetic_mnist, no_acquisition, tmp_path):
+    flags = ["--data-dir", str(synthetic_mnist), "--out-dir", str(tmp_path / "run"), "--epochs", "2"]
+    train.main(flags)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    (tmp_path / "run" / "history.json").unlink()  # as a run stopped after its last checkpoint leaves it
+    kept = checkpoint.read_bytes()
+    for other in ([], ["--max-lr", "0.1"]):
+        with pytest.raises(SystemExit) as refused:
+            train.main([*flags, *other])
+        assert str(refused.value.code) == (
+            f"train.py: error: {tmp_path / 'run'} holds a stopped run; resume it with "
+            f"{resume_command([*flags, *other], checkpoint)}, or give --overwrite to start again")
+        assert checkpoint.read_bytes() == kept
+    train.main([*flags, "--resume", str(checkpoint)])  # what the error says: it resumes
+    assert (tmp_path / "run" / "history.json").is_file()
+    (tmp_path / "run" / "history.json").unlink()
+    train.main([*flags, "--overwrite", "--max-lr", "0.1"])
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["config"]["max_lr"] == 0.1
 
 
 def test_holdout_validates_on_the_last_training_images(synthetic_mnist, tmp_path, no_acquisition, capsys):
