@@ -6,7 +6,7 @@
     python seeds.py --seeds 1-20 --robustness             # also robustness.py on each seed's weights
 
 Each seed is an ordinary `python train.py --seed N --threads T --out-dir OUT/seedN
-[train.py flags]` run, with its own train.log, history.json and checkpoint.pt,
+[train.py flags]` run, with its own train.log, history.json, weights.pt and checkpoint.pt,
 and wall.json: the whole process's wall time, start to exit, kept only for a run
 that was not resumed (the fast recipe's time is measured this way). Every flag
 that seeds.py does not know goes to train.py. Run again, a seed already finished
@@ -15,14 +15,20 @@ with the same settings (those that decide a run, as train.py defines them: a
 interrupted one resumes from its checkpoint. Ctrl-C stops every job after its
 current batch and says how to continue. A failing seed is reported, the others
 go on, and the exit code is 1; so too for a seed that --robustness cannot score,
-whose one-line error seeds.json keeps (robustness_error). Writes OUT/seeds.json
-and OUT/seeds.png and prints the table.
+whose one-line error seeds.json keeps (robustness_error).
+
+Several processes, here or on machines that share the disk, may run their share of the
+seeds into one OUT: a seed's run holds OUT/seedN/.lock, and a seed that another process
+trains is skipped. OUT/seeds.json, OUT/seeds.png and the printed table summarize every
+seed finished in OUT with these settings, not only those of --seeds, so the summary
+written last holds every seed finished by then.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -42,6 +48,11 @@ from utils import (  # LAST_EPOCHS is 3
     held_target,
     plot_seeds,
 )
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so each process trains every seed it is given
+    fcntl = None
 
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 # On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour
@@ -71,7 +82,7 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=bounded(int, 1), default=DEFAULT_JOBS, help="seeds trained at once")
     p.add_argument("--threads", type=bounded(int, 1), default=None,
                    help="CPU threads per job; default: the cores divided among the jobs")
-    p.add_argument("--out-dir", default="runs/seeds")
+    p.add_argument("--out-dir", default="runs/seeds", help="the seeds' folder, which processes may share")
     p.add_argument("--robustness", action="store_true",
                    help="also score each seed's weights with robustness.py on the split it was evaluated on "
                         "(about 15 s a seed); kept in seedN/robustness.json")
@@ -85,8 +96,12 @@ def parse_args(argv=None):
     return args
 
 
+def seed_folder(args, seed):
+    return Path(args.out_dir) / f"seed{seed}"
+
+
 def seed_flags(args, seed):
-    return [*args.train_flags, "--seed", str(seed), "--out-dir", str(Path(args.out_dir) / f"seed{seed}")]
+    return [*args.train_flags, "--seed", str(seed), "--out-dir", str(seed_folder(args, seed))]
 
 
 def other_settings(args, seed, history):
@@ -108,28 +123,167 @@ def read_history(folder):
         sys.exit(f"seeds.py: error: {error}; move it away or use another --out-dir")
 
 
+def read_json(path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def sha256_of(path):
-    path = Path(path)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def read_robustness(folder, weights_sha256):
-    """robustness.py's scores of the seed's weights, if it scored these very weights."""
-    path = Path(folder) / "robustness.json"
-    if weights_sha256 is None or not path.exists():
+def lock(path, wait=False):
+    """PATH opened and locked by this process (closing the file unlocks it), or None where
+    another process holds it and WAIT is false. flock locks end with their process, so a
+    crash leaves no stale lock; without fcntl nothing is locked."""
+    file = open(path, "a")  # noqa: SIM115 (the caller closes it: the lock lasts as long as the file)
+    try:
+        if fcntl is not None:
+            fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return file
+    except BlockingIOError:
+        file.close()
         return None
-    scored = json.loads(path.read_text())
-    return scored["scores"] if scored.get("weights_sha256") == weights_sha256 else None
 
 
-def score_robustness(args):
-    """robustness.py on every finished seed's weights not yet scored, on its evaluated split;
+class Stopped(Exception):
+    """SIGINT or SIGTERM stopped the runs, each after its batch and with its checkpoint kept."""
+
+
+class Jobs:
+    """The train.py runs of a seed table, up to --jobs at once, each holding its seed's lock
+    while it runs. SIGINT and SIGTERM stop them all after their batch (stop())."""
+
+    def __init__(self, args):
+        self.args, self.running, self.stopping = args, {}, False
+
+    def start(self, seed):
+        """Start SEED's run, from its checkpoint if it has one; False if another process
+        trains it, or has finished it since this one looked."""
+        folder = seed_folder(self.args, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        claim = lock(folder / ".lock")
+        if claim is None or (folder / "history.json").exists():
+            if claim is not None:
+                claim.close()
+            return False
+        flags, resumes = seed_flags(self.args, seed), (folder / "checkpoint.pt").exists()
+        if resumes:
+            flags += ["--resume", str(folder / "checkpoint.pt")]
+        (folder / "wall.json").unlink(missing_ok=True)
+        log = open(folder / "train.log", "a")  # noqa: SIM115 (closed in finished(), when the run ends)
+        process = subprocess.Popen([sys.executable, str(TRAIN_PY), *flags], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True,  # Ctrl-C reaches them through stop()
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.running[seed] = (process, log, claim, time.perf_counter(), resumes)
+        return True
+
+    def stop(self, signum=None, frame=None):
+        self.stopping = True
+        for process, *_ in self.running.values():
+            process.send_signal(signal.SIGINT)
+
+    def finished(self, follow=None):
+        """Wait until a run ends: (seed, exit code, seconds, whether it resumed). Meanwhile
+        FOLLOW(seed, folder) is called for each running seed, five times a second."""
+        while True:
+            for seed, (process, log, claim, start, resumed) in list(self.running.items()):
+                if process.poll() is not None:
+                    log.close()
+                    claim.close()
+                    del self.running[seed]
+                    return seed, process.returncode, time.perf_counter() - start, resumed
+                if follow:
+                    follow(seed, seed_folder(self.args, seed))
+            time.sleep(0.2)
+
+
+def seeds_to_train(args):
+    """(the seeds of --seeds not yet finished, those finished with other settings), each
+    finished one said."""
+    queue, refused = [], []
+    for seed in args.seeds:
+        history = read_history(seed_folder(args, seed))
+        if history is None:
+            queue.append(seed)
+        elif changed := other_settings(args, seed, history):
+            print(f"seed {seed}: {seed_folder(args, seed)} holds a finished run with other settings "
+                  f"({'; '.join(changed)}); use another --out-dir")
+            refused.append(seed)
+    if done := len(args.seeds) - len(queue) - len(refused):
+        print(f"{done} seed(s) already finished with these settings: skipped")
+    return queue, refused
+
+
+def run_seeds(args, follow=None):
+    """Train every seed of --seeds not yet finished; returns the seeds that failed. Raises
+    Stopped after SIGINT or SIGTERM. What FOLLOW (Jobs.finished) raises stops every run
+    after its batch, checkpoint kept, and is raised on (search.py prunes a trial so)."""
+    queue, failed = seeds_to_train(args)
+    jobs = Jobs(args)
+    previous = {s: signal.signal(s, jobs.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tqdm(total=len(queue), desc="seeds", unit="run") as bar:
+            while (queue and not jobs.stopping) or jobs.running:
+                while queue and not jobs.stopping and len(jobs.running) < args.jobs:
+                    seed = queue.pop(0)
+                    if not jobs.start(seed):
+                        bar.update(1)
+                        bar.write(f"seed {seed}: another process trains it, or has finished it; skipped")
+                if jobs.running:
+                    seed, code, seconds, resumed = jobs.finished(follow)
+                    if code == 0 and not resumed:  # a whole run: its wall time means something
+                        atomic_write_json(seed_folder(args, seed) / "wall.json", {"seconds": seconds})
+                    bar.update(1)
+                    bar.write(seed_report(args, seed, code, seconds))
+                    failed += [seed] if code != 0 and not jobs.stopping else []
+    except BaseException:  # FOLLOW's exception, or an error here: no run goes on without us
+        jobs.stop()
+        while jobs.running:
+            jobs.finished()
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if jobs.stopping:
+        raise Stopped()
+    return failed
+
+
+def seed_report(args, seed, code, seconds):
+    folder = seed_folder(args, seed)
+    history = read_history(folder) if code == 0 else None
+    if history is None:
+        return f"seed {seed}: stopped or failed (exit code {code}); see {folder / 'train.log'}"
+    split = history["config"]["eval_split"]
+    return (f"seed {seed}: {history[f'final_{split}_acc']:.2f}% {split} accuracy "
+            f"(best {history[f'best_{split}_acc']:.2f}% at epoch {history[f'best_{split}_acc_epoch']}), "
+            f"{seconds:.0f} s")
+
+
+def finished_seeds(args):
+    """{seed: history} of every seed in --out-dir finished with these settings, by seed."""
+    folders = {int(match[1]): folder for folder in Path(args.out_dir).glob("seed*")
+               if (match := re.fullmatch(r"seed(\d+)", folder.name))}
+    histories = {seed: read_history(folders[seed]) for seed in sorted(folders)}
+    return {seed: history for seed, history in histories.items()
+            if history is not None and not other_settings(args, seed, history)}
+
+
+def read_robustness(folder, weights_sha256):
+    """robustness.py's robustness.json of the seed's weights, if it scored these very weights."""
+    scored = read_json(folder / "robustness.json")
+    return scored if scored and weights_sha256 and scored.get("weights_sha256") == weights_sha256 else None
+
+
+def score_robustness(args, seeds):
+    """robustness.py on the weights of SEEDS not yet scored, on their evaluated split;
     returns {seed: robustness.py's error} for the seeds it could not score."""
     import robustness  # only here: it reads fonts and images that training does not need
 
     errors = {}
-    for seed in args.seeds:
-        folder = Path(args.out_dir) / f"seed{seed}"
+    for seed in seeds:
+        folder = seed_folder(args, seed)
         weights_sha256 = sha256_of(folder / "weights.pt")
         if weights_sha256 and read_robustness(folder, weights_sha256) is None:
             flags = train.parse_args(seed_flags(args, seed))
@@ -144,168 +298,74 @@ def score_robustness(args):
     return errors
 
 
-def read_wall_seconds(folder):
-    """The whole train.py process's wall time, start to exit, where seeds.py ran it in one go."""
-    path = Path(folder) / "wall.json"
-    return round(json.loads(path.read_text())["seconds"], 1) if path.exists() else None
-
-
-class Jobs:
-    """Up to N train.py processes at once; SIGINT/SIGTERM stop them all after their batch."""
-
-    def __init__(self, limit):
-        self.limit, self.running, self.stopping = limit, {}, False
-
-    def start(self, seed, flags, log_path):
-        log = open(log_path, "a")  # noqa: SIM115 (closed in finished(), when the job ends)
-        process = subprocess.Popen([sys.executable, str(TRAIN_PY), *flags], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True,  # Ctrl-C reaches them through stop()
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.running[seed] = (process, log, time.perf_counter())
-
-    def stop(self, signum, frame):
-        self.stopping = True
-        for process, _, _ in self.running.values():
-            process.send_signal(signal.SIGINT)
-
-    def finished(self):
-        """Wait until a job ends; (seed, exit code, seconds)."""
-        while True:
-            for seed, (process, log, start) in list(self.running.items()):
-                if process.poll() is not None:
-                    log.close()
-                    del self.running[seed]
-                    return seed, process.returncode, time.perf_counter() - start
-            time.sleep(0.2)
-
-
-def run_seeds(args):
-    """Train every seed not yet finished; returns the seeds that failed."""
-    queue, failed, resumed = [], [], set()
-    for seed in args.seeds:
-        folder = Path(args.out_dir) / f"seed{seed}"
-        history = read_history(folder)
-        if history is None:
-            queue.append(seed)
-        elif changed := other_settings(args, seed, history):
-            print(f"seed {seed}: {folder} holds a finished run with other settings ({'; '.join(changed)}); "
-                  "use another --out-dir")
-            failed.append(seed)
-    done = len(args.seeds) - len(queue) - len(failed)
-    if done:
-        print(f"{done} seed(s) already finished with these settings: skipped")
-    jobs = Jobs(args.jobs)
-    previous = {s: signal.signal(s, jobs.stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with tqdm(total=len(queue), desc="seeds", unit="run") as bar:
-            while (queue and not jobs.stopping) or jobs.running:
-                while queue and not jobs.stopping and len(jobs.running) < jobs.limit:
-                    seed = queue.pop(0)
-                    if start_seed(jobs, args, seed):
-                        resumed.add(seed)
-                seed, code, seconds = jobs.finished()
-                if code == 0 and seed not in resumed:  # a whole run: its wall time means something
-                    atomic_write_json(Path(args.out_dir) / f"seed{seed}" / "wall.json", {"seconds": seconds})
-                bar.update(1)
-                bar.write(seed_report(args, seed, code, seconds))
-                if code != 0 and not jobs.stopping:
-                    failed.append(seed)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if jobs.stopping:
-        print(f"Stopped. Run the same command again to continue: finished seeds are skipped and "
-              f"stopped ones resume from {Path(args.out_dir)}/seedN/checkpoint.pt.", file=sys.stderr)
-        sys.exit(130)
-    return failed
-
-
-def start_seed(jobs, args, seed):
-    """Start SEED's run, from its checkpoint if it has one; True if it resumes."""
-    folder = Path(args.out_dir) / f"seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    flags = seed_flags(args, seed)
-    resumes = (folder / "checkpoint.pt").exists()
-    if resumes:
-        flags += ["--resume", str(folder / "checkpoint.pt")]
-    (folder / "wall.json").unlink(missing_ok=True)
-    jobs.start(seed, flags, folder / "train.log")
-    return resumes
-
-
-def seed_report(args, seed, code, seconds):
-    folder = Path(args.out_dir) / f"seed{seed}"
-    history = read_history(folder) if code == 0 else None
-    if history is None:
-        return f"seed {seed}: stopped or failed (exit code {code}); see {folder / 'train.log'}"
-    split = history["config"]["eval_split"]
-    return (f"seed {seed}: {history[f'final_{split}_acc']:.2f}% {split} accuracy "
-            f"(best {history[f'best_{split}_acc']:.2f}% at epoch {history[f'best_{split}_acc_epoch']}), "
-            f"{seconds:.0f} s")
-
-
 def run_row(folder, seed, history, robustness_error=None):
-    """One seed's line of seeds.json, from its history.json (and wall.json, weights.pt)."""
+    """One seed's line of seeds.json, from its history.json (and wall.json, weights.pt,
+    robustness.json)."""
     split = history["config"]["eval_split"]
     curve = [row[f"{split}_acc"] for row in history["epochs"]]
     weights_sha256 = sha256_of(folder / "weights.pt")
+    robust = read_robustness(folder, weights_sha256) or {}
+    wall = read_json(folder / "wall.json")
     return {"seed": seed, f"final_{split}_acc": curve[-1], "last_3_min": min(curve[-LAST_EPOCHS:]),
             f"best_{split}_acc": history[f"best_{split}_acc"],
             "best_epoch": history[f"best_{split}_acc_epoch"],
             f"best_{split}_loss": history[f"best_{split}_loss"], "curve": curve,
             "seconds": round(sum(row["seconds"] for row in history["epochs"]), 1),
-            "wall_seconds": read_wall_seconds(folder), "weights_sha256": weights_sha256,
-            "robustness": read_robustness(folder, weights_sha256), "robustness_error": robustness_error,
+            "wall_seconds": wall and round(wall["seconds"], 1), "weights_sha256": weights_sha256,
+            "robustness": robust.get("scores"), "fonts_sha256": robust.get("fonts_sha256"),
+            "robustness_error": robustness_error,
             # bit for bit only on the same kind of CPU (older histories did not record it)
             "cpu": history["config"].get("cpu"), "cpu_capability": history["config"].get("cpu_capability")}
 
 
-def summarize(args, robustness_errors):
-    """seeds.json's content from the history.json files of the seeds finished with these
-    settings and score_robustness's {seed: error}, or None if no seed finished."""
-    folders = {seed: Path(args.out_dir) / f"seed{seed}" for seed in args.seeds}
-    histories = {seed: read_history(folder) for seed, folder in folders.items()}
-    histories = {seed: h for seed, h in histories.items()
-                 if h is not None and not other_settings(args, seed, h)}
-    runs = [run_row(folders[seed], seed, h, robustness_errors.get(seed)) for seed, h in histories.items()]
-    if not runs:
-        return None
+def summarize(args, histories, robustness_errors):
+    """seeds.json's content from HISTORIES, {seed: history.json} of the seeds finished with
+    these settings (not empty), and score_robustness's {seed: error}."""
+    runs = [run_row(seed_folder(args, seed), seed, history, robustness_errors.get(seed))
+            for seed, history in histories.items()]
     first = next(iter(histories.values()))
     split = first["config"]["eval_split"]
     walls = [run["wall_seconds"] for run in runs if run["wall_seconds"] is not None]
     finals = [run[f"final_{split}_acc"] for run in runs]
     shared = {k: v for k, v in train.deciding_settings(first["config"]).items() if k != "seed"}
+    seed, why_none = robust_seed(runs)
     return {"config": shared, "train_flags": args.train_flags, "split": split, "runs": runs,
-            "summary": {"n": len(finals), "mean": statistics.mean(finals),
-                        "sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                        "min": min(finals), "max": max(finals),
+            "summary": {"n": len(finals), **mean_and_sd(finals), "min": min(finals), "max": max(finals),
                         "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals),
                         "at_least_99_40_in_last_3": sum(held_target(run["curve"]) for run in runs),
                         "median_wall_seconds": statistics.median(walls) if walls else None,
                         "robustness": robustness_summary(runs),
-                        "robust_seed": robust_seed(runs),
+                        "robust_seed": seed, "no_robust_seed": why_none,
                         "cpus": sorted({run["cpu"] or "not recorded" for run in runs})}}
+
+
+def mean_and_sd(values):
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def robustness_summary(runs):
     """Mean and sd over seeds of each robustness score, where every seed was scored."""
-    if not runs or any(run["robustness"] is None for run in runs):
+    if any(run["robustness"] is None for run in runs):
         return None
     names = [name for name, value in runs[0]["robustness"].items() if value is not None]
-    values = {name: [run["robustness"][name] for run in runs] for name in names}
-    return {name: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
-            for name, v in values.items()}
+    return {name: mean_and_sd([run["robustness"][name] for run in runs]) for name in names}
 
 
 def robust_seed(runs):
-    """The seed to ship: of all the table's seeds, the one that reads the font-rendered digits
+    """(the seed to ship, None), or (None, why not, in one line; None if no seed was scored).
+    The seed to ship is, of all the table's seeds, the one that reads the font-rendered digits
     best (they hold no MNIST image, so the choice reads no MNIST test accuracy); a tie goes to
-    the lower seed. None unless every seed was scored."""
+    the lower seed. Scores compare only where every seed was scored on the same font set
+    (robustness.json's fonts_sha256)."""
     fonts = {run["seed"]: (run["robustness"] or {}).get("fonts") for run in runs}
-    if not fonts or None in fonts.values():
-        return None
-    return max(fonts, key=lambda seed: (fonts[seed], -seed))
+    if not any(score is not None for score in fonts.values()):
+        return None, None
+    if unscored := [str(seed) for seed, score in fonts.items() if score is None]:
+        return None, f"seed(s) {', '.join(unscored)} have no fonts score (--robustness gives them one)"
+    if None in {run["fonts_sha256"] for run in runs} or len({run["fonts_sha256"] for run in runs}) > 1:
+        return None, ("the seeds' fonts scores were made with different font sets, or do not record "
+                      "theirs (fonts_sha256): delete their robustness.json and run with --robustness")
+    return max(fonts, key=lambda seed: (fonts[seed], -seed)), None
 
 
 def print_table(result):
@@ -327,6 +387,27 @@ def print_table(result):
           f"CPU: {', '.join(s['cpus'])}")
     if s["robust_seed"] is not None:
         print(f"robust seed (best on fonts of all the seeds): {s['robust_seed']}")
+    elif s["no_robust_seed"]:
+        print(f"no robust seed: {s['no_robust_seed']}")
+
+
+def write_summary(args):
+    """Score (--robustness) and summarize every seed in --out-dir finished with these settings,
+    into seeds.json and seeds.png; returns the seeds robustness.py could not score."""
+    # One process at a time, each reading the seeds anew: the last summary written holds them
+    # all, and no seed is scored twice at once.
+    with lock(Path(args.out_dir) / ".lock", wait=True):
+        histories = finished_seeds(args)
+        robustness_errors = score_robustness(args, histories) if args.robustness else {}
+        if histories:
+            result = summarize(args, histories, robustness_errors)
+            atomic_write_json(Path(args.out_dir) / "seeds.json", result)
+            plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
+                       Path(args.out_dir) / "seeds.png")
+    if histories:
+        print_table(result)
+        print(f"Wrote {Path(args.out_dir) / 'seeds.json'} and seeds.png")
+    return robustness_errors
 
 
 def main(argv=None):
@@ -334,15 +415,13 @@ def main(argv=None):
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     print(f"seeds {args.seeds}, {args.jobs} job(s) x {args.threads} thread(s), train.py "
           f"{' '.join(args.train_flags)}, into {args.out_dir}")
-    failed = run_seeds(args)
-    robustness_errors = score_robustness(args) if args.robustness else {}
-    result = summarize(args, robustness_errors)
-    if result is not None:
-        atomic_write_json(Path(args.out_dir) / "seeds.json", result)
-        plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
-                   Path(args.out_dir) / "seeds.png")
-        print_table(result)
-        print(f"Wrote {Path(args.out_dir) / 'seeds.json'} and seeds.png")
+    try:
+        failed = run_seeds(args)
+    except Stopped:
+        print(f"Stopped. Run the same command again to continue: finished seeds are skipped and "
+              f"stopped ones resume from {Path(args.out_dir)}/seedN/checkpoint.pt.", file=sys.stderr)
+        sys.exit(130)
+    robustness_errors = write_summary(args)
     if failed:
         print(f"seeds.py: error: seed(s) {', '.join(map(str, failed))} failed; see their train.log",
               file=sys.stderr)
