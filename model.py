@@ -192,7 +192,8 @@ def receptive_fields(model, size=28):
     rows, field, jump = [], 1, 1
     for name, layer in model.named_modules():
         if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = (pair(getattr(layer, key)) for key in ("kernel_size", "stride", "padding"))
+            square = (layer.kernel_size, layer.stride, layer.padding)  # a tuple's first entry says it all
+            k, s, p = (v if isinstance(v, int) else v[0] for v in square)
             size = (size + 2 * p - k) // s + 1
             field, jump = field + (k - 1) * jump, jump * s
         elif not isinstance(layer, nn.BatchNorm2d):
@@ -200,14 +201,6 @@ def receptive_fields(model, size=28):
         rows.append({"layer": name, "kind": type(layer).__name__, "size": size, "field": field, "jump": jump,
                      "parameters": sum(t.numel() for t in layer.parameters(recurse=False))})
     return rows
-
-
-def pair(value):
-    """A square layer's kernel, stride or padding as one int."""
-    first = value[0] if isinstance(value, tuple) else value
-    if isinstance(value, tuple) and len(set(value)) != 1:
-        raise ValueError(f"not a square layer: {value}")
-    return first
 
 
 def print_receptive_fields(model):
