@@ -198,7 +198,10 @@ def test_blank_pad_then_a_chosen_file_then_a_dropped_one(page, tmp_path):
     digit[10:80, 28:34] = 0  # a dark "1" on white
     Image.fromarray(digit).save(tmp_path / "one.png")
     page.page.set_input_files("#file", tmp_path / "one.png")
-    assert page.page.wait_for_function("document.querySelector('#digit').textContent").json_value() == "1"
+    # The file is read after the change event returns: wait until the answer is no longer
+    # the blank pad's "–" (a non-empty text is not enough: "–" is one), then read it.
+    read = "(() => { const t = document.querySelector('#digit').textContent; return t !== '–' && t; })()"
+    assert page.page.wait_for_function(read).json_value() == "1"
     ring = Image.new("L", (80, 100), 255)
     ImageDraw.Draw(ring).ellipse((15, 10, 65, 90), outline=0, width=8)  # a "0"
     buffer = io.BytesIO()
