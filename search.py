@@ -1,19 +1,20 @@
 """Search train.py's flags with Optuna on the validation split: a recipe or an architecture.
 
-    python search.py --study runs/search/small --space channels --max-params 4000 --dropout 0
+    python search.py --out-dir runs/search/small --space channels --max-params 4000 --dropout 0
 
-Each trial trains every seed of --seeds with the trial's flags as an ordinary train.py run
-(--holdout, never the test set), in STUDY/runs/NAME/seedS with its train.log and
-history.json. Its value is the worst case the project judges recipes by: over the seeds,
-the lowest validation accuracy of the last three epochs (maximized). Any flag that
-search.py does not know goes to every run (above: --dropout 0).
+Each trial trains every seed of --seeds with the trial's flags as seeds.py does, one
+ordinary train.py run at a time (--holdout, never the test set), in OUT_DIR/runs/NAME/seedS
+with its train.log and history.json. Its value is the worst case the project judges recipes
+by: over the seeds, the lowest validation accuracy of the last three epochs (maximized).
+Each epoch's accuracy, from the epochs.json that train.py writes, goes to the pruner
+(--prune). Any flag that search.py does not know goes to every run (above: --dropout 0).
 
-The study lives in STUDY/journal.log (Optuna's journal file storage): run the same
+The study lives in OUT_DIR/journal.log (Optuna's journal file storage): run the same
 command again after Ctrl-C, and it continues, the stopped trial resuming from its
 checkpoints. --jobs N runs N workers here; a worker on another machine joins with the
-same command on a shared disk, or every worker gives --storage with a database URL.
-At the end (or with --report alone) it writes STUDY/trials.md (the best trials as
-train.py commands), history.png and importance.png.
+same command on a shared disk, or every worker gives --storage with the URL of a database
+server they all reach. At the end (or with --report alone) it writes OUT_DIR/trials.md
+(the best trials as train.py commands), history.png and importance.png.
 """
 
 import argparse
@@ -32,9 +33,9 @@ import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+import seeds
 import train
 from model import Net, count_parameters
-from seeds import TRAIN_PY, seed_list
 from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line, pyplot, save_figure
 
 CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
@@ -44,14 +45,8 @@ SPACES = {
     "channels": [f"{slot}=3:20" for slot in CHANNEL_SLOTS],
 }
 SPACES["both"] = SPACES["optimizer"] + SPACES["channels"]
-ACCURACY_LINE = re.compile(r"^Validation set: .*\(([\d.]+)%\)")
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM reached a worker: its trial stops after the current batch."""
-
-
-STOPPING = threading.Event()  # set by Ctrl-C or SIGTERM; checked between steps, never mid-write
+# Set by Ctrl-C or SIGTERM between trials; within one, seeds.run_seeds stops the runs and raises Stopped.
+STOPPING = threading.Event()
 
 
 def parameter(text):
@@ -78,7 +73,7 @@ def parse_args(argv=None):
                                epilog="example:\n  " + __doc__.split("\n")[2].strip()
                                       + "\n\nAny other flag goes to train.py (python train.py --help).")
     add = p.add_argument
-    add("--study", required=True, help="the study's folder: its journal, runs, table and plots")
+    add("--out-dir", required=True, help="the study's folder: its journal, runs, table and plots")
     add("--space", choices=list(SPACES), help="a named space: " + "; ".join(
         f"{name}: {' '.join(params)}" for name, params in SPACES.items() if name != "both") + "; both")
     add("--param", type=parameter, action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
@@ -86,14 +81,16 @@ def parse_args(argv=None):
              "to search; repeat it; adds to --space")
     add("--max-params", type=bounded(int, 1),
         help="channel counts with more parameters are scaled down to fit, in proportion")
-    add("--seeds", type=seed_list, default="1-2", help="seeds of every trial")
+    add("--seeds", type=seeds.seed_list, default="1-2", help="seeds of every trial")
     add("--trials", type=bounded(int, 1), default=20, help="trials that train, over all workers")
     add("--holdout", type=bounded(int, 1, 59000), default=10000, help="validation images")
     add("--jobs", type=bounded(int, 1), default=1, help="workers here, each training one run at a time")
     add("--threads", type=bounded(int, 1), help="CPU threads a run; default: cores / jobs")
     add("--prune", action="store_true", help="stop trials whose seed lies below the median trial's "
         "at the same epoch, from the second half of each run on (results/search: what it saved and cut)")
-    add("--storage", help="a database URL (postgresql://..., mysql://...) instead of STUDY/journal.log")
+    add("--storage", help="a database URL instead of OUT_DIR/journal.log: sqlite:///study.db serves one "
+        "machine; workers on several machines need a database server that all of them reach, and its "
+        "driver (e.g. psycopg2 for postgresql://...), which requirements.txt does not install")
     add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
     add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
     add("--top", type=bounded(int, 1), default=10, help="trials in the table")
@@ -102,7 +99,7 @@ def parse_args(argv=None):
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)
     if not args.space and not args.report:
         p.error("nothing to search: give --space or --param")
-    for own in ("--seed", "--out-dir", "--resume", "--threads", "--holdout", "--channels", "--width"):
+    for own in ("--seed", "--resume", "--threads", "--holdout", "--channels", "--width"):
         if any(flag == own or flag.startswith(own + "=") for flag in args.train_flags):
             p.error(f"{own} is set by search.py for each run")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -161,94 +158,60 @@ def run_name(flags):
     return "_".join(f"{key.lstrip('-')}={value}".replace(",", "-") for key, value in sorted(flags.items()))
 
 
-def worst_of_last_epochs(history):
-    accuracies = [row["val_acc"] for row in history["epochs"]]
-    return min(accuracies[-LAST_EPOCHS:])
+def objective(args, trial):
+    """A trial: its flags, suggested, trained as a seed table of seeds.py (one run at a time,
+    in OUT_DIR/runs/NAME); its value, the lowest validation accuracy of the last LAST_EPOCHS
+    epochs over the seeds."""
+    flags = suggest(trial, args.space, args.max_params)
+    if "--channels" in flags:
+        trial.set_user_attr("parameters", parameters([int(c) for c in flags["--channels"].split(",")]))
+    trial.set_user_attr("flags", flags)
+    trial.set_user_attr("train_flags", args.train_flags)  # the flags every run of the study had
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    table, start = seed_table(args, flags), time.perf_counter()
+    try:
+        if STOPPING.is_set():  # a signal between two trials
+            raise seeds.Stopped()
+        failed = seeds.run_seeds(table, follow=reporting(trial, table))
+    except seeds.Stopped:
+        trial.set_user_attr("interrupted", True)  # requeue_interrupted runs it again
+        raise
+    finally:
+        trial.set_user_attr("train_seconds", round(time.perf_counter() - start, 1))
+    histories = {seed: seeds.read_history(seeds.seed_folder(table, seed)) for seed in table.seeds}
+    if failed or None in histories.values():  # failed, or trained by another worker
+        raise RuntimeError(f"not every seed finished; see {table.out_dir}/seedN/train.log")
+    worst = {seed: min(row["val_acc"] for row in history["epochs"][-LAST_EPOCHS:])
+             for seed, history in histories.items()}
+    trial.set_user_attr("worst_by_seed", worst)
+    return min(worst.values())
 
 
-class Objective:
-    """Trains a trial's seeds one after another, reporting every epoch's accuracy."""
+def seed_table(args, flags):
+    """seeds.py's arguments for a trial's runs: the study's flags and the trial's FLAGS."""
+    chosen = [part for item in flags.items() for part in item]
+    return seeds.parse_args([
+        "--seeds", ",".join(map(str, args.seeds)), "--jobs", "1", "--threads", str(args.threads),
+        "--out-dir", str(Path(args.out_dir) / "runs" / run_name(flags)), *args.train_flags, *chosen,
+        "--holdout", str(args.holdout)])
 
-    def __init__(self, args, epochs):
-        self.args, self.epochs = args, epochs
 
-    def __call__(self, trial):
-        flags = suggest(trial, self.args.space, self.args.max_params)
-        if "--channels" in flags:
-            trial.set_user_attr("parameters", parameters(flags_channels(flags)))
-        trial.set_user_attr("flags", flags)
-        trial.set_user_attr("train_flags", self.args.train_flags)  # the flags every run of the study had
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        worst = {}
-        for index, seed in enumerate(self.args.seeds):
-            folder = Path(self.args.study) / "runs" / run_name(flags) / f"seed{seed}"
-            history = self.train(trial, flags, seed, folder, step=index * self.epochs)
-            worst[seed] = worst_of_last_epochs(history)
-            trial.set_user_attr("worst_by_seed", worst)
-        return min(worst.values())
+def reporting(trial, table):
+    """seeds.run_seeds' FOLLOW: each new epoch's accuracy, read from the epochs.json that
+    train.py writes, reported to TRIAL (its steps count the epochs of all the seeds, one seed
+    after another); optuna.TrialPruned when the pruner (--prune) says so."""
+    epochs, reported = train.parse_args(table.train_flags).epochs, set()
 
-    def train(self, trial, flags, seed, folder, step):
-        """history.json of one seed's run, trained here unless it finished before."""
-        command = train_command(self.args, flags, seed, folder)
-        if (folder / "history.json").exists():
-            history = train.read_history(folder / "history.json")
-            changed = train.changed_settings(history["config"], train.run_config(train.parse_args(command)))
-            if changed:  # the same searched flags, other fixed ones: not this study's run
-                raise ValueError(f"{folder} holds a run with other settings ({'; '.join(changed)}); "
-                                 "give the study another --study folder")
-            return history
-        folder.mkdir(parents=True, exist_ok=True)
-        if (folder / "checkpoint.pt").exists():
-            command += ["--resume", str(folder / "checkpoint.pt")]
-        with open(folder / "train.log", "a") as log:
-            process = subprocess.Popen([sys.executable, str(TRAIN_PY), *command], stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True,  # a Ctrl-C reaches it through the worker
-                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            start = time.perf_counter()
-            try:
-                self.watch(trial, process, folder / "train.log", step)
-            except (optuna.TrialPruned, Interrupted) as stopped:
-                process.send_signal(signal.SIGINT)  # stops after its batch, its checkpoint kept
-                process.wait()
-                trial.set_user_attr("interrupted", isinstance(stopped, Interrupted))
-                raise
-            finally:
-                spent = trial.user_attrs.get("train_seconds", 0) + time.perf_counter() - start
-                trial.set_user_attr("train_seconds", round(spent, 1))
-        if process.returncode != 0:
-            raise RuntimeError(f"train.py failed (exit {process.returncode}); see {folder / 'train.log'}")
-        return train.read_history(folder / "history.json")
-
-    def watch(self, trial, process, log_path, step):
-        """Report each epoch's accuracy as the log shows it; prune when the pruner says so."""
-        reported = 0
-        while True:
-            done = process.poll() is not None
-            accuracies = [float(m.group(1)) for line in log_path.read_text().splitlines()
-                          if (m := ACCURACY_LINE.match(line))]
-            for accuracy in accuracies[reported:]:  # a resumed run's log repeats no epoch
-                trial.report(accuracy, step + reported)
-                reported += 1
+    def follow(seed, folder):
+        for row in seeds.read_json(folder / "epochs.json") or []:
+            step = table.seeds.index(seed) * epochs + row["epoch"] - 1
+            if step not in reported:
+                reported.add(step)
+                trial.report(row["val_acc"], step)
                 if trial.should_prune():
-                    trial.set_user_attr("pruned_at", f"seed {step // self.epochs + 1}, epoch {reported}")
+                    trial.set_user_attr("pruned_at", f"seed {seed}, epoch {row['epoch']}")
                     raise optuna.TrialPruned()
-            if done:
-                return
-            if STOPPING.is_set():
-                raise Interrupted()
-            time.sleep(1)
-
-
-def flags_channels(flags):
-    return [int(c) for c in flags["--channels"].split(",")]
-
-
-def train_command(args, flags, seed, folder):
-    """The train.py flags of one seed's run of a trial."""
-    chosen = [part for key, value in flags.items() for part in (key, value)]
-    return [*args.train_flags, *chosen, "--holdout", str(args.holdout), "--seed", str(seed),
-            "--threads", str(args.threads), "--out-dir", str(folder)]
+    return follow
 
 
 def epochs_of(args):
@@ -271,23 +234,23 @@ class SecondHalfPruner(optuna.pruners.BasePruner):
 
 
 def open_study(args):
-    """The study at --storage or STUDY/journal.log, made on first use."""
-    Path(args.study).mkdir(parents=True, exist_ok=True)
-    storage = args.storage or JournalStorage(JournalFileBackend(str(Path(args.study) / "journal.log")))
+    """The study at --storage or OUT_DIR/journal.log, made on first use."""
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    storage = args.storage or JournalStorage(JournalFileBackend(str(Path(args.out_dir) / "journal.log")))
     seed = None if args.sampler_seed is None else args.sampler_seed + (args.worker or 0)
     # Several workers: constant_liar keeps them from sampling the same point at once.
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     pruner = SecondHalfPruner(epochs_of(args)) if args.prune else optuna.pruners.NopPruner()
     names = [study.study_name for study in optuna.get_all_study_summaries(storage)]
-    name = names[0] if len(names) == 1 else Path(args.study).name  # a moved folder keeps its study
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                               pruner=pruner, direction="maximize", load_if_exists=True)
+    name = names[0] if len(names) == 1 else Path(args.out_dir).name  # a moved folder keeps its study
+    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                               direction="maximize", load_if_exists=True)
 
 
 def counts_towards_budget(trial):
-    """A trial that trained or is training: not skipped for its size, not stopped by Ctrl-C."""
-    return not trial.user_attrs.get("over_budget") and trial.state in (
-        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    """A trial that trained or is training: complete, pruned, failed (so a study whose runs
+    all fail ends) or running; not one that Ctrl-C stopped, which runs again."""
+    return trial.state != optuna.trial.TrialState.WAITING and not trial.user_attrs.get("interrupted")
 
 
 def requeue_interrupted(study):
@@ -301,9 +264,9 @@ def requeue_interrupted(study):
 
 
 def work(args):
-    """One worker: trials until the study holds --trials that trained. False if stopped."""
+    """One worker: trials until the study holds --trials that count (counts_towards_budget).
+    False if stopped."""
     study = open_study(args)
-    objective = Objective(args, epochs_of(args))
 
     def at_budget():
         return sum(counts_towards_budget(t) for t in study.get_trials(deepcopy=False)) >= args.trials
@@ -319,8 +282,9 @@ def work(args):
         signal.signal(signum, lambda signum, frame: STOPPING.set())
     try:
         if not at_budget():
-            study.optimize(objective, callbacks=[after_trial], catch=(RuntimeError,))
-    except Interrupted:
+            study.optimize(lambda trial: objective(args, trial), callbacks=[after_trial],
+                           catch=(RuntimeError,))
+    except seeds.Stopped:
         return False
     return not STOPPING.is_set()
 
@@ -350,12 +314,7 @@ def main(argv=None):
         study = open_study(args)
         if not args.report and args.worker is None:  # the first process, not one of its workers
             requeue_interrupted(study)
-        if args.report:
-            finished = True
-        elif args.jobs > 1:
-            finished = start_workers(args, argv)
-        else:
-            finished = work(args)
+        finished = args.report or (start_workers(args, argv) if args.jobs > 1 else work(args))
         if args.worker is None:
             write_report(study, args)
     except (ImportError, ValueError, OSError) as error:
@@ -366,14 +325,14 @@ def main(argv=None):
 
 
 def write_report(study, args):
-    """STUDY/trials.md (counts, importances, the best trials as train.py commands),
+    """OUT_DIR/trials.md (counts, importances, the best trials as train.py commands),
     history.png and importance.png."""
     import warnings
 
     pyplot()  # matplotlib with the Agg backend, before Optuna's plots import it
     from optuna.visualization import matplotlib as plots
 
-    folder, trials = Path(args.study), study.get_trials(deepcopy=False)
+    folder, trials = Path(args.out_dir), study.get_trials(deepcopy=False)
     done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value)
     importances = param_importances(study) if len(done) >= 4 else {}
     lines = [f"# Study {study.study_name}", "", *study_counts(trials), ""]
@@ -401,12 +360,10 @@ def write_report(study, args):
 
 
 def study_counts(trials):
-    skipped = sum(bool(t.user_attrs.get("over_budget")) for t in trials)
-    states = [t.state.name for t in trials if not t.user_attrs.get("over_budget")]
+    states = [t.state.name for t in trials]
     hours = sum(t.user_attrs.get("train_seconds", 0) for t in trials) / 3600
     return [f"Trials that trained: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
-            f"{states.count('FAIL')} failed or stopped, {states.count('RUNNING')} running; "
-            f"{skipped} skipped over the parameter budget.",
+            f"{states.count('FAIL')} failed or stopped, {states.count('RUNNING')} running.",
             f"Training time: {hours:.2f} h of runs (each at --threads as given)."]
 
 

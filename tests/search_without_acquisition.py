@@ -7,6 +7,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS.parent))
 
 import search  # noqa: E402
+import seeds  # noqa: E402
 
-search.TRAIN_PY = TESTS / "train_without_acquisition.py"
+seeds.TRAIN_PY = TESTS / "train_without_acquisition.py"
 search.main(sys.argv[1:])

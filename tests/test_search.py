@@ -1,5 +1,5 @@
 """search.py: its search spaces, and studies on small synthetic data that are stopped and
-resumed, shared by two workers, and kept under a parameter budget."""
+resumed, shared by two workers, kept in SQLite, pruned, and kept under a parameter budget."""
 
 import argparse
 import json
@@ -15,7 +15,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 import search
-import train
+import seeds
+from conftest import TRAIN_WITHOUT_ACQUISITION
 from model import Net
 
 SEARCH = Path(__file__).resolve().parent / "search_without_acquisition.py"  # its runs skip acquisition
@@ -40,15 +41,15 @@ def test_channel_slots_become_one_channels_flag_and_the_rest_keep_the_reference_
 
 
 def test_flags_that_search_sets_are_refused_in_one_line():
-    result = subprocess.run([sys.executable, "search.py", "--study", "x", "--space", "channels",
-                             "--width", "0.5"], capture_output=True, text=True, cwd=search.TRAIN_PY.parent)
+    result = subprocess.run([sys.executable, "search.py", "--out-dir", "x", "--space", "channels", "--width",
+                             "0.5"], capture_output=True, text=True, cwd=Path(search.__file__).parent)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(
         "search.py: error: --width is set by search.py for each run")
 
 
 def study_command(data_dir, study, *extra):
-    return [sys.executable, str(SEARCH), "--study", str(study), "--data-dir", str(data_dir),
+    return [sys.executable, str(SEARCH), "--out-dir", str(study), "--data-dir", str(data_dir),
             "--holdout", "56", "--threads", "1", *extra]
 
 
@@ -120,16 +121,63 @@ def test_channel_counts_over_the_budget_are_scaled_down_to_it_in_proportion(synt
     assert history["config"]["parameters"] <= 1500
 
 
-def test_a_finished_run_is_reused_only_with_the_same_fixed_flags(synthetic_mnist, tmp_path, no_acquisition):
-    def args(*extra):
-        return search.parse_args(["--study", str(tmp_path / "study"), "--param", "max-lr=0.01:0.1",
-                                  "--data-dir", str(synthetic_mnist), "--holdout", "56", "--threads", "1",
-                                  "--epochs", "1", *extra])
+def test_sqlite_storage_keeps_the_study_and_the_same_command_continues_it(synthetic_mnist, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command = study_command(synthetic_mnist, tmp_path / "study", "--storage", storage, "--param",
+                            "max-lr=0.01:0.1", "--seeds", "1", "--epochs", "1", "--sampler-seed", "1")
+    for trials, expected in ((1, 1), (1, 1), (2, 2)):  # the same command again trains nothing more
+        result = subprocess.run([*command, "--trials", str(trials)], capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr
+        study = optuna.load_study(study_name="study", storage=storage)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * expected
+    assert not (tmp_path / "study" / "journal.log").exists() and (tmp_path / "study" / "trials.md").exists()
 
-    flags, folder = {"--max-lr": "0.05"}, tmp_path / "run"
-    train.main(search.train_command(args(), flags, 1, folder))
-    before = (folder / "history.json").read_bytes()
-    assert search.Objective(args(), 1).train(None, flags, 1, folder, 0)["config"]["max_lr"] == 0.05
-    with pytest.raises(ValueError, match=r"other settings \(dropout 0.01 \(now 0.2\)\)"):
-        search.Objective(args("--dropout", "0.2"), 1).train(None, flags, 1, folder, 0)
-    assert (folder / "history.json").read_bytes() == before
+
+def search_args(synthetic_mnist, tmp_path, *extra):
+    return search.parse_args(["--out-dir", str(tmp_path / "study"), "--param", "max-lr=0.01:0.1",
+                              "--data-dir", str(synthetic_mnist), "--holdout", "56", "--threads", "1",
+                              "--seeds", "1", "--epochs", "1", *extra])
+
+
+def test_a_finished_run_is_reused_only_with_the_same_fixed_flags(synthetic_mnist, tmp_path, monkeypatch,
+                                                                 capsys):
+    monkeypatch.setattr(seeds, "TRAIN_PY", TRAIN_WITHOUT_ACQUISITION)
+    trial = optuna.trial.FixedTrial({"max-lr": 0.05})
+    value = search.objective(search_args(synthetic_mnist, tmp_path), trial)
+    history = tmp_path / "study" / "runs" / "max-lr=0.05" / "seed1" / "history.json"
+    before = history.read_bytes()
+    assert value == min(row["val_acc"] for row in json.loads(before)["epochs"])
+    assert search.objective(search_args(synthetic_mnist, tmp_path), trial) == value  # reused, not trained
+    with pytest.raises(RuntimeError, match="not every seed finished"):
+        search.objective(search_args(synthetic_mnist, tmp_path, "--dropout", "0.2"), trial)
+    assert "holds a finished run with other settings (dropout 0.01 (now 0.2))" in capsys.readouterr().out
+    assert history.read_bytes() == before
+
+
+class PrunedAfterItsFirstEpoch(optuna.trial.FixedTrial):
+    """A trial whose pruner says stop as soon as an epoch is reported."""
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.reports = []
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return bool(self.reports)
+
+
+def test_prune_reads_each_epoch_from_epochs_json_and_stops_the_run_with_its_checkpoint(
+        synthetic_mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(seeds, "TRAIN_PY", TRAIN_WITHOUT_ACQUISITION)
+    trial = PrunedAfterItsFirstEpoch({"max-lr": 0.05})
+    with pytest.raises(optuna.TrialPruned):
+        search.objective(search_args(synthetic_mnist, tmp_path, "--epochs", "30", "--prune"), trial)
+    folder = tmp_path / "study" / "runs" / "max-lr=0.05" / "seed1"
+    epochs = json.loads((folder / "epochs.json").read_text())
+    assert trial.reports[0] == (0, epochs[0]["val_acc"])  # read from epochs.json, at step 0
+    assert trial.user_attrs["pruned_at"] == "seed 1, epoch 1"
+    assert len(epochs) < 30 and not (folder / "history.json").exists()  # stopped, after its batch
+    assert "stopped by SIGINT" in (folder / "train.log").read_text() and (folder / "checkpoint.pt").exists()
