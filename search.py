@@ -103,6 +103,7 @@ def parse_args(argv=None):
         if any(flag == own or flag.startswith(own + "=") for flag in args.train_flags):
             p.error(f"{own} is set by search.py for each run")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    seed_table(args, {})  # a bad train.py flag fails now, in one line
     return args
 
 

@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -39,20 +38,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 import train
-from utils import (  # LAST_EPOCHS is 3
-    LAST_EPOCHS,
-    TARGET_ACCURACY,
-    OneLineErrorParser,
-    atomic_write_json,
-    bounded,
-    held_target,
-    plot_seeds,
-)
+import utils
+from utils import LAST_EPOCHS, TARGET_ACCURACY, OneLineErrorParser, atomic_write_json, bounded
 
-try:
+if os.name == "posix":  # elsewhere (Windows) nothing is locked: each process trains every seed it is given
     import fcntl
-except ImportError:  # Windows: no locks, so each process trains every seed it is given
-    fcntl = None
 
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
 # On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour
@@ -115,10 +105,8 @@ def read_history(folder):
     """FOLDER's history.json, or None if there is none; one line and exit 1 if train.py
     cannot have written it (train.read_history)."""
     path = Path(folder) / "history.json"
-    if not path.exists():
-        return None
     try:
-        return train.read_history(path)
+        return train.read_history(path) if path.exists() else None
     except ValueError as error:
         sys.exit(f"seeds.py: error: {error}; move it away or use another --out-dir")
 
@@ -131,18 +119,16 @@ def sha256_of(path):
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def lock(path, wait=False):
-    """PATH opened and locked by this process (closing the file unlocks it), or None where
-    another process holds it and WAIT is false. flock locks end with their process, so a
-    crash leaves no stale lock; without fcntl nothing is locked."""
-    file = open(path, "a")  # noqa: SIM115 (the caller closes it: the lock lasts as long as the file)
+def lock(file, wait=False):
+    """Lock the open FILE for this process and the children that inherit it, until all have
+    closed it; False if another process holds it (unless WAIT: then wait). Such a lock ends
+    with its processes, so a crash leaves none behind. Only POSIX systems have it."""
     try:
-        if fcntl is not None:
+        if os.name == "posix":
             fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        return file
     except BlockingIOError:
-        file.close()
-        return None
+        return False
+    return True
 
 
 class Stopped(Exception):
@@ -150,8 +136,9 @@ class Stopped(Exception):
 
 
 class Jobs:
-    """The train.py runs of a seed table, up to --jobs at once, each holding its seed's lock
-    while it runs. SIGINT and SIGTERM stop them all after their batch (stop())."""
+    """The train.py runs of a seed table, up to --jobs at once. A run's claim on its seed is
+    a lock on its train.log, which it holds open while it runs. SIGINT and SIGTERM stop them
+    all after their batch (stop())."""
 
     def __init__(self, args):
         self.args, self.running, self.stopping = args, {}, False
@@ -161,21 +148,17 @@ class Jobs:
         trains it, or has finished it since this one looked."""
         folder = seed_folder(self.args, seed)
         folder.mkdir(parents=True, exist_ok=True)
-        claim = lock(folder / ".lock")
-        if claim is None or (folder / "history.json").exists():
-            if claim is not None:
-                claim.close()
-            return False
-        flags, resumes = seed_flags(self.args, seed), (folder / "checkpoint.pt").exists()
-        if resumes:
-            flags += ["--resume", str(folder / "checkpoint.pt")]
-        (folder / "wall.json").unlink(missing_ok=True)
         log = open(folder / "train.log", "a")  # noqa: SIM115 (closed in finished(), when the run ends)
-        process = subprocess.Popen([sys.executable, str(TRAIN_PY), *flags], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        if not lock(log) or (folder / "history.json").exists():
+            log.close()
+            return False
+        resume = ["--resume", str(folder / "checkpoint.pt")] if (folder / "checkpoint.pt").exists() else []
+        (folder / "wall.json").unlink(missing_ok=True)
+        process = subprocess.Popen([sys.executable, str(TRAIN_PY), *seed_flags(self.args, seed), *resume],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True,  # Ctrl-C reaches them through stop()
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.running[seed] = (process, log, claim, time.perf_counter(), resumes)
+        self.running[seed] = (process, log, time.perf_counter(), bool(resume))
         return True
 
     def stop(self, signum=None, frame=None):
@@ -184,15 +167,18 @@ class Jobs:
             process.send_signal(signal.SIGINT)
 
     def finished(self, follow=None):
-        """Wait until a run ends: (seed, exit code, seconds, whether it resumed). Meanwhile
-        FOLLOW(seed, folder) is called for each running seed, five times a second."""
+        """Wait until a run ends: (seed, exit code, seconds); its wall time goes to wall.json if
+        it ran whole. Meanwhile FOLLOW(seed, folder) is called for each running seed, five
+        times a second."""
         while True:
-            for seed, (process, log, claim, start, resumed) in list(self.running.items()):
+            for seed, (process, log, start, resumed) in list(self.running.items()):
                 if process.poll() is not None:
                     log.close()
-                    claim.close()
                     del self.running[seed]
-                    return seed, process.returncode, time.perf_counter() - start, resumed
+                    seconds = time.perf_counter() - start
+                    if process.returncode == 0 and not resumed:  # a whole run: its wall time means something
+                        atomic_write_json(seed_folder(self.args, seed) / "wall.json", {"seconds": seconds})
+                    return seed, process.returncode, seconds
                 if follow:
                     follow(seed, seed_folder(self.args, seed))
             time.sleep(0.2)
@@ -231,12 +217,11 @@ def run_seeds(args, follow=None):
                         bar.update(1)
                         bar.write(f"seed {seed}: another process trains it, or has finished it; skipped")
                 if jobs.running:
-                    seed, code, seconds, resumed = jobs.finished(follow)
-                    if code == 0 and not resumed:  # a whole run: its wall time means something
-                        atomic_write_json(seed_folder(args, seed) / "wall.json", {"seconds": seconds})
+                    seed, code, seconds = jobs.finished(follow)
                     bar.update(1)
                     bar.write(seed_report(args, seed, code, seconds))
-                    failed += [seed] if code != 0 and not jobs.stopping else []
+                    if code != 0 and not jobs.stopping:
+                        failed.append(seed)
     except BaseException:  # FOLLOW's exception, or an error here: no run goes on without us
         jobs.stop()
         while jobs.running:
@@ -263,9 +248,9 @@ def seed_report(args, seed, code, seconds):
 
 def finished_seeds(args):
     """{seed: history} of every seed in --out-dir finished with these settings, by seed."""
-    folders = {int(match[1]): folder for folder in Path(args.out_dir).glob("seed*")
-               if (match := re.fullmatch(r"seed(\d+)", folder.name))}
-    histories = {seed: read_history(folders[seed]) for seed in sorted(folders)}
+    folders = Path(args.out_dir).glob("seed*")
+    numbers = sorted(int(folder.name[4:]) for folder in folders if folder.name[4:].isdigit())
+    histories = {seed: read_history(seed_folder(args, seed)) for seed in numbers}
     return {seed: history for seed, history in histories.items()
             if history is not None and not other_settings(args, seed, history)}
 
@@ -332,7 +317,7 @@ def summarize(args, histories, robustness_errors):
     return {"config": shared, "train_flags": args.train_flags, "split": split, "runs": runs,
             "summary": {"n": len(finals), **mean_and_sd(finals), "min": min(finals), "max": max(finals),
                         "at_least_99_40": sum(f >= TARGET_ACCURACY for f in finals),
-                        "at_least_99_40_in_last_3": sum(held_target(run["curve"]) for run in runs),
+                        "at_least_99_40_in_last_3": sum(utils.held_target(run["curve"]) for run in runs),
                         "median_wall_seconds": statistics.median(walls) if walls else None,
                         "robustness": robustness_summary(runs),
                         "robust_seed": seed, "no_robust_seed": why_none,
@@ -396,13 +381,14 @@ def write_summary(args):
     into seeds.json and seeds.png; returns the seeds robustness.py could not score."""
     # One process at a time, each reading the seeds anew: the last summary written holds them
     # all, and no seed is scored twice at once.
-    with lock(Path(args.out_dir) / ".lock", wait=True):
+    with open(Path(args.out_dir) / ".lock", "a") as summary_lock:
+        lock(summary_lock, wait=True)
         histories = finished_seeds(args)
         robustness_errors = score_robustness(args, histories) if args.robustness else {}
         if histories:
             result = summarize(args, histories, robustness_errors)
             atomic_write_json(Path(args.out_dir) / "seeds.json", result)
-            plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
+            utils.plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
                        Path(args.out_dir) / "seeds.png")
     if histories:
         print_table(result)

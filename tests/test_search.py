@@ -48,6 +48,14 @@ def test_flags_that_search_sets_are_refused_in_one_line():
         "search.py: error: --width is set by search.py for each run")
 
 
+def test_a_bad_train_flag_is_one_line_before_any_study(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        search.parse_args(["--out-dir", str(tmp_path / "study"), "--space", "optimizer", "--max-lr", "-1"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--max-lr: -1 is outside" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "study").exists()
+
+
 def study_command(data_dir, study, *extra):
     return [sys.executable, str(SEARCH), "--out-dir", str(study), "--data-dir", str(data_dir),
             "--holdout", "56", "--threads", "1", *extra]
