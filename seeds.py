@@ -19,9 +19,10 @@ whose one-line error seeds.json keeps (robustness_error).
 
 Several processes, here or on machines that share the disk, may run their share of the
 seeds into one OUT: a seed's run holds a lock (flock, on POSIX systems) on its
-OUT/seedN/train.log while it trains, and a seed that another process trains is skipped. OUT/seeds.json, OUT/seeds.png and the printed table summarize every
-seed finished in OUT with these settings, not only those of --seeds, so the summary
-written last holds every seed finished by then.
+OUT/seedN/train.log while it trains, and a seed that another process trains is skipped.
+OUT/seeds.json, OUT/seeds.png and the printed table summarize every seed finished in OUT
+with these settings, not only those of --seeds, so the summary written last holds every
+seed finished by then.
 """
 
 import argparse
