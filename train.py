@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -446,21 +447,6 @@ class CheckpointError(WeightsError):
     """A checkpoint that cannot be resumed; the message names the file."""
 
 
-def device_rng_state(device):
-    if device.type == "cuda":
-        return torch.cuda.get_rng_state(device)
-    if device.type == "mps":
-        return torch.mps.get_rng_state()
-    return None
-
-
-def set_device_rng_state(device, state):
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    elif device.type == "mps":
-        torch.mps.set_rng_state(state)
-
-
 @dataclass
 class TrainingState:
     """What a run carries from epoch to epoch: what checkpoint.pt saves and restores."""
@@ -472,6 +458,11 @@ class TrainingState:
     ema: torch.nn.Module = None  # AveragedModel with --ema, else None
     epoch: int = 0
     history: list = field(default_factory=list)
+
+    def device_random_state(self):
+        """The state of the generator that draws dropout on CUDA or MPS; None on the CPU."""
+        if self.device.type != "cpu":  # torch.cuda's or torch.mps's generator
+            return torch.get_device_module(self.device).get_rng_state(self.device)
 
     @property
     def evaluated_model(self):
@@ -486,7 +477,7 @@ class TrainingState:
             "scheduler": self.scheduler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "random": {"torch": torch.get_rng_state(), "loader": self.generator.get_state(),
-                       "device": device_rng_state(self.device), "device_type": self.device.type},
+                       "device": self.device_random_state(), "device_type": self.device.type},
         }
         atomic_write(path, lambda f: torch.save(state, f))
 
@@ -506,7 +497,7 @@ class TrainingState:
         torch.set_rng_state(state["random"]["torch"])
         self.generator.set_state(state["random"]["loader"])
         if state["random"]["device_type"] == self.device.type != "cpu":  # else not bitwise, but runs
-            set_device_rng_state(self.device, state["random"]["device"])
+            torch.get_device_module(self.device).set_rng_state(state["random"]["device"], self.device)
         self.epoch, self.history = state["epoch"], state["history"]
 
 
@@ -596,13 +587,10 @@ def sizes_for(device, batch_size=None, test_batch_size=None):
 def cpu_name():
     """The processor's model name (Linux: /proc/cpuinfo), else platform's, else 'unknown'."""
     try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        names = re.findall(r"^model name\s*: (.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+        names = []
+    return names[0].strip() if names else platform.processor() or platform.machine() or "unknown"
 
 
 if __name__ == "__main__":
