@@ -503,7 +503,7 @@ class TrainingState:
 
 def load_checkpoint(path):
     state = safe_load(path)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "config" not in state:
         raise CheckpointError(f"{path}: not a train.py checkpoint of this version "
                               "(a weights.pt cannot be resumed)")
     return state
