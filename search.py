@@ -34,16 +34,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 import seeds
-import train
 from model import Net, count_parameters
 from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line, pyplot, save_figure
 
 CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
 # Named spaces, in --param's syntax: NAME=LOW:HIGH[:log] (a range) or NAME=A,B,C (choices).
-SPACES = {
-    "optimizer": ["max-lr=0.01:0.3:log", "weight-decay=1e-5:2e-3:log", "dropout=0:0.1"],
-    "channels": [f"{slot}=3:20" for slot in CHANNEL_SLOTS],
-}
+SPACES = {"optimizer": ["max-lr=0.01:0.3:log", "weight-decay=1e-5:2e-3:log", "dropout=0:0.1"],
+          "channels": [f"{slot}=3:20" for slot in CHANNEL_SLOTS]}
 SPACES["both"] = SPACES["optimizer"] + SPACES["channels"]
 # Set by Ctrl-C or SIGTERM between trials; within one, seeds.run_seeds stops the runs and raises Stopped.
 STOPPING = threading.Event()
@@ -69,9 +66,9 @@ def parameter(text):
 
 def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                               epilog="example:\n  " + __doc__.split("\n")[2].strip()
-                                      + "\n\nAny other flag goes to train.py (python train.py --help).")
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="example:\n  " + __doc__.split("\n")[2].strip()
+                                  + "\n\nAny other flag goes to train.py (python train.py --help).")
     add = p.add_argument
     add("--out-dir", required=True, help="the study's folder: its journal, runs, table and plots")
     add("--space", choices=list(SPACES), help="a named space: " + "; ".join(
@@ -103,7 +100,8 @@ def parse_args(argv=None):
         if any(flag == own or flag.startswith(own + "=") for flag in args.train_flags):
             p.error(f"{own} is set by search.py for each run")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    seed_table(args, {})  # a bad train.py flag fails now, in one line
+    # every run's epochs, as the pruner counts them; a bad train.py flag fails now, in one line
+    args.epochs = seed_table(args, {}).train_args.epochs
     return args
 
 
@@ -122,9 +120,8 @@ def suggest(trial, space, max_params=None):
             channels[name] = value
         else:
             flags[f"--{name}"] = str(value)
-    if channels:
-        reference = dict(zip(CHANNEL_SLOTS, Net.CHANNELS))
-        counts = [channels.get(slot, reference[slot]) for slot in CHANNEL_SLOTS]
+    if channels:  # the slots not searched keep the reference network's counts
+        counts = [channels.get(slot, reference) for slot, reference in zip(CHANNEL_SLOTS, Net.CHANNELS)]
         flags["--channels"] = ",".join(map(str, within_budget(counts, max_params) if max_params else counts))
     return flags
 
@@ -201,7 +198,7 @@ def reporting(trial, table):
     """seeds.run_seeds' FOLLOW: each new epoch's accuracy, read from the epochs.json that
     train.py writes, reported to TRIAL (its steps count the epochs of all the seeds, one seed
     after another); optuna.TrialPruned when the pruner (--prune) says so."""
-    epochs, reported = train.parse_args(table.train_flags).epochs, set()
+    epochs, reported = table.train_args.epochs, set()
 
     def follow(seed, folder):
         for row in seeds.read_json(folder / "epochs.json") or []:
@@ -213,10 +210,6 @@ def reporting(trial, table):
                     trial.set_user_attr("pruned_at", f"seed {seed}, epoch {row['epoch']}")
                     raise optuna.TrialPruned()
     return follow
-
-
-def epochs_of(args):
-    return train.parse_args([*args.train_flags, "--holdout", str(args.holdout)]).epochs
 
 
 class SecondHalfPruner(optuna.pruners.BasePruner):
@@ -241,17 +234,11 @@ def open_study(args):
     seed = None if args.sampler_seed is None else args.sampler_seed + (args.worker or 0)
     # Several workers: constant_liar keeps them from sampling the same point at once.
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    pruner = SecondHalfPruner(epochs_of(args)) if args.prune else optuna.pruners.NopPruner()
+    pruner = SecondHalfPruner(args.epochs) if args.prune else optuna.pruners.NopPruner()
     names = [study.study_name for study in optuna.get_all_study_summaries(storage)]
     name = names[0] if len(names) == 1 else Path(args.out_dir).name  # a moved folder keeps its study
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)
-
-
-def counts_towards_budget(trial):
-    """A trial that trained or is training: complete, pruned, failed (so a study whose runs
-    all fail ends) or running; not one that Ctrl-C stopped, which runs again."""
-    return trial.state != optuna.trial.TrialState.WAITING and not trial.user_attrs.get("interrupted")
 
 
 def requeue_interrupted(study):
@@ -264,13 +251,14 @@ def requeue_interrupted(study):
             study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
 
 
-def work(args):
-    """One worker: trials until the study holds --trials that count (counts_towards_budget).
-    False if stopped."""
-    study = open_study(args)
+def work(args, study):
+    """One worker: trials of STUDY until it holds --trials that count. False if stopped."""
 
     def at_budget():
-        return sum(counts_towards_budget(t) for t in study.get_trials(deepcopy=False)) >= args.trials
+        # A trial counts if it trained or is training: complete, pruned, failed (so a study whose
+        # runs all fail ends) or running; not one that Ctrl-C stopped, which runs again.
+        return sum(t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get("interrupted")
+                   for t in study.get_trials(deepcopy=False)) >= args.trials
 
     def after_trial(study, trial):
         if trial.state == optuna.trial.TrialState.COMPLETE:
@@ -315,7 +303,7 @@ def main(argv=None):
         study = open_study(args)
         if not args.report and args.worker is None:  # the first process, not one of its workers
             requeue_interrupted(study)
-        finished = args.report or (start_workers(args, argv) if args.jobs > 1 else work(args))
+        finished = args.report or (start_workers(args, argv) if args.jobs > 1 else work(args, study))
         if args.worker is None:
             write_report(study, args)
     except (ImportError, ValueError, OSError) as error:
@@ -334,9 +322,19 @@ def write_report(study, args):
     from optuna.visualization import matplotlib as plots
 
     folder, trials = Path(args.out_dir), study.get_trials(deepcopy=False)
-    done = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: -t.value)
-    importances = param_importances(study) if len(done) >= 4 else {}
-    lines = [f"# Study {study.study_name}", "", *study_counts(trials), ""]
+    states = [t.state.name for t in trials]
+    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)
+    hours = sum(t.user_attrs.get("train_seconds", 0) for t in trials) / 3600
+    lines = [f"# Study {study.study_name}", "",
+             f"Trials that trained: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+             f"{states.count('FAIL')} failed or stopped, {states.count('RUNNING')} running.",
+             f"Training time: {hours:.2f} h of runs (each at --threads as given).", ""]
+    evaluator, importances = optuna.importance.PedAnovaImportanceEvaluator(), {}
+    if len(done) >= 4:
+        try:
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        except (ValueError, RuntimeError) as error:
+            print(f"search.py: no parameter importance yet ({one_line(error)})")
     if importances:
         lines += ["Parameter importance (PED-ANOVA, on the completed trials): " + ", ".join(
             f"{name} {value:.2f}" for name, value in importances.items()), ""]
@@ -354,27 +352,9 @@ def write_report(study, args):
     if done:
         save_figure(plots.plot_optimization_history(study).figure, folder / "history.png")
     if importances:
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
-                          folder / "importance.png")
+                    folder / "importance.png")
     print("\n".join(lines), f"\nWrote {folder / 'trials.md'}", sep="")
-
-
-def study_counts(trials):
-    states = [t.state.name for t in trials]
-    hours = sum(t.user_attrs.get("train_seconds", 0) for t in trials) / 3600
-    return [f"Trials that trained: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
-            f"{states.count('FAIL')} failed or stopped, {states.count('RUNNING')} running.",
-            f"Training time: {hours:.2f} h of runs (each at --threads as given)."]
-
-
-def param_importances(study):
-    try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError) as error:
-        print(f"search.py: no parameter importance yet ({one_line(error)})")
-        return {}
 
 
 if __name__ == "__main__":

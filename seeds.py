@@ -46,9 +46,6 @@ if os.name == "posix":  # elsewhere (Windows) nothing is locked: each process tr
     import fcntl
 
 TRAIN_PY = Path(__file__).resolve().parent / "train.py"
-# On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour
-# than 1 job x 2 threads (results/README.md).
-DEFAULT_JOBS = 2
 
 
 def seed_list(text):
@@ -70,7 +67,9 @@ def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0], allow_abbrev=False,  # --seed is train.py's
                            epilog="Any other flag is passed to train.py (see python train.py --help).")
     p.add_argument("--seeds", type=seed_list, default="1-10", help="e.g. 1-10 or 1,3,5")
-    p.add_argument("--jobs", type=bounded(int, 1), default=DEFAULT_JOBS, help="seeds trained at once")
+    # On this project's 2-core CPU, 2 jobs x 1 thread finished more seed-runs per hour
+    # than 1 job x 2 threads (results/README.md).
+    p.add_argument("--jobs", type=bounded(int, 1), default=2, help="seeds trained at once")
     p.add_argument("--threads", type=bounded(int, 1), default=None,
                    help="CPU threads per job; default: the cores divided among the jobs")
     p.add_argument("--out-dir", default="runs/seeds", help="the seeds' folder, which processes may share")
@@ -83,7 +82,8 @@ def parse_args(argv=None):
             p.error(f"{own} is set by seeds.py for each seed; it cannot be passed to train.py")
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     args.train_flags = train_flags + ["--threads", str(args.threads)]
-    train.parse_args(args.train_flags)  # a bad train.py flag fails now, in one line
+    # train.py's arguments, as every seed shares them; a bad train.py flag fails now, in one line
+    args.train_args = train.parse_args(args.train_flags)
     return args
 
 
@@ -267,13 +267,12 @@ def score_robustness(args, seeds):
     returns {seed: robustness.py's error} for the seeds it could not score."""
     import robustness  # only here: it reads fonts and images that training does not need
 
-    errors = {}
+    errors, flags = {}, args.train_args  # every seed's --data-dir and --holdout
+    split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
     for seed in seeds:
         folder = seed_folder(args, seed)
         weights_sha256 = sha256_of(folder / "weights.pt")
         if weights_sha256 and read_robustness(folder, weights_sha256) is None:
-            flags = train.parse_args(seed_flags(args, seed))
-            split = ["--split", "val", "--holdout", str(flags.holdout)] if flags.holdout else []
             try:
                 robustness.main(["--weights", str(folder / "weights.pt"), "--data-dir", flags.data_dir,
                                  *split, "--output", str(folder / "robustness.json")])
@@ -284,7 +283,7 @@ def score_robustness(args, seeds):
     return errors
 
 
-def run_row(folder, seed, history, robustness_error=None):
+def run_row(folder, seed, history, robustness_error):
     """One seed's line of seeds.json, from its history.json (and wall.json, weights.pt,
     robustness.json)."""
     split = history["config"]["eval_split"]
@@ -344,11 +343,12 @@ def robust_seed(runs):
     the lower seed. Scores compare only where every seed was scored on the same font set
     (robustness.json's fonts_sha256)."""
     fonts = {run["seed"]: (run["robustness"] or {}).get("fonts") for run in runs}
-    if not any(score is not None for score in fonts.values()):
+    if all(score is None for score in fonts.values()):
         return None, None
     if unscored := [str(seed) for seed, score in fonts.items() if score is None]:
         return None, f"seed(s) {', '.join(unscored)} have no fonts score (--robustness gives them one)"
-    if None in {run["fonts_sha256"] for run in runs} or len({run["fonts_sha256"] for run in runs}) > 1:
+    font_sets = {run["fonts_sha256"] for run in runs}
+    if None in font_sets or len(font_sets) > 1:
         return None, ("the seeds' fonts scores were made with different font sets, or do not record "
                       "theirs (fonts_sha256): delete their robustness.json and run with --robustness")
     return max(fonts, key=lambda seed: (fonts[seed], -seed)), None
@@ -369,8 +369,7 @@ def print_table(result):
     s = result["summary"]
     print(f"{split} accuracy over {s['n']} seeds: mean {s['mean']:.3f} +/- {s['sd']:.3f} (sd), "
           f"min {s['min']:.2f}, max {s['max']:.2f}; {s['at_least_99_40']} of {s['n']} reach 99.40% at the "
-          f"last epoch, {s['at_least_99_40_in_last_3']} in each of the last 3; "
-          f"CPU: {', '.join(s['cpus'])}")
+          f"last epoch, {s['at_least_99_40_in_last_3']} in each of the last 3; CPU: {', '.join(s['cpus'])}")
     if s["robust_seed"] is not None:
         print(f"robust seed (best on fonts of all the seeds): {s['robust_seed']}")
     elif s["no_robust_seed"]:
@@ -382,18 +381,18 @@ def write_summary(args):
     into seeds.json and seeds.png; returns the seeds robustness.py could not score."""
     # One process at a time, each reading the seeds anew: the last summary written holds them
     # all, and no seed is scored twice at once.
-    with open(Path(args.out_dir) / ".lock", "a") as summary_lock:
+    out = Path(args.out_dir)
+    with open(out / ".lock", "a") as summary_lock:
         lock(summary_lock, wait=True)
         histories = finished_seeds(args)
         robustness_errors = score_robustness(args, histories) if args.robustness else {}
         if histories:
             result = summarize(args, histories, robustness_errors)
-            atomic_write_json(Path(args.out_dir) / "seeds.json", result)
+            atomic_write_json(out / "seeds.json", result)
             utils.plot_seeds({run["seed"]: run["curve"] for run in result["runs"]}, result["split"],
-                       Path(args.out_dir) / "seeds.png")
-    if histories:
-        print_table(result)
-        print(f"Wrote {Path(args.out_dir) / 'seeds.json'} and seeds.png")
+                             out / "seeds.png")
+            print_table(result)
+            print(f"Wrote {out / 'seeds.json'} and seeds.png")
     return robustness_errors
 
 
