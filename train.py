@@ -469,16 +469,16 @@ class TrainingState:
         """The model whose weights are evaluated and saved: the average with --ema."""
         return self.model if self.ema is None else self.ema.module
 
+    def parts(self):
+        """The objects whose state_dict the checkpoint holds (ema: None without --ema)."""
+        return dict(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, ema=self.ema)
+
     def save(self, path, config):
         """Everything the next epoch needs, and the run's CONFIG, which restore() compares."""
-        state = {
-            "format": FORMAT, "epoch": self.epoch, "history": self.history, "config": config,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": None if self.ema is None else self.ema.state_dict(),
-            "random": {"torch": torch.get_rng_state(), "loader": self.generator.get_state(),
-                       "device": self.device_random_state(), "device_type": self.device.type},
-        }
+        state = {"format": FORMAT, "epoch": self.epoch, "history": self.history, "config": config,
+                 **{name: None if part is None else part.state_dict() for name, part in self.parts().items()},
+                 "random": {"torch": torch.get_rng_state(), "loader": self.generator.get_state(),
+                            "device": self.device_random_state(), "device_type": self.device.type}}
         atomic_write(path, lambda f: torch.save(state, f))
 
     def restore(self, path, config):
@@ -489,11 +489,9 @@ class TrainingState:
         if changed:
             raise CheckpointError(f"{path} was made with other settings: {'; '.join(changed)}; "
                                   "resume with the same flags as the original run")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        for name, part in self.parts().items():
+            if part is not None:
+                part.load_state_dict(state[name])
         torch.set_rng_state(state["random"]["torch"])
         self.generator.set_state(state["random"]["loader"])
         if state["random"]["device_type"] == self.device.type != "cpu":  # else not bitwise, but runs
