@@ -16,6 +16,13 @@ finer or heavier than MNIST's. to_mnist_digit() takes it there in these steps:
   5. the stroke brought to MNIST's width at the 20-px scale when it is far from it (a
      fine pen thickened, a heavy marker thinned), then scaled and placed as MNIST's.
 
+Where the constants come from: STROKE_WIDTH, PAPER_WINDOW, FAINT_INK and HEAVY_STROKE were
+chosen on held-out training digits, never test digits, read through this preparation by
+networks that never trained on them: STROKE_WIDTH in results/paper/stroke-width-val.md, the
+other three by the rule in results/paper/constants/rule.md, written before their scores
+(scores.md there: each kept the value first set on test digits). The others were set with
+the steps and have not been chosen on held-out digits.
+
 web/preprocess.js repeats every step number for number; a test compares the two.
 Imports only numpy, Pillow and utils.py: no training or data code.
 """
@@ -41,8 +48,7 @@ NEAR_INK = 2  # px around the ink pieces whose grey values are kept
 INK_LEVEL = 0.95  # the quantile of the clear ink (above Otsu's threshold) taken as full ink
 # Stroke widths at the 20-px scale, as 2 * area / perimeter of the clear ink (MNIST's digits measure
 # about 2, rarely under 1 or over 3): a stroke under half of STROKE_WIDTH is grown to it, one over
-# HEAVY_STROKE thinned to that. 2.5 rather than 2 was chosen on held-out digits (results/paper): it
-# reads a fine pen and thin strokes better and blocky noise worse.
+# HEAVY_STROKE thinned to that.
 STROKE_WIDTH = 2.5
 HEAVY_STROKE = 3.0
 
