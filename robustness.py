@@ -57,6 +57,8 @@ from images import InputError, resize, to_gray_array, to_mnist_digit
 from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
 from utils import OneLineErrorParser, atomic_write_json, bounded
 
+# The font digits' fonts, pinned by name: files inside matplotlib (a requirement), read from its data
+# folder only, so that the font score is the same on every machine; fonts_sha256 records their bytes.
 FONT_SET = "matplotlib's DejaVu Sans, Sans Mono, Serif and STIX General, four styles each"
 FONT_FILES = ["DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-BoldOblique",
               "DejaVuSansMono", "DejaVuSansMono-Bold", "DejaVuSansMono-Oblique", "DejaVuSansMono-BoldOblique",
