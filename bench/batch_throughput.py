@@ -4,7 +4,6 @@ input, no dropout, batch sizes interleaved over 5 repeats, median images/s.
     python bench/batch_throughput.py 2 reference
     python bench/batch_throughput.py 2 tiny
 """
-import argparse
 import statistics
 import sys
 import time
@@ -15,8 +14,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import ARCHITECTURES  # noqa: E402
+from utils import OneLineErrorParser  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser = OneLineErrorParser(description=__doc__.split("\n")[0])
 parser.add_argument("threads", type=int, nargs="?", default=2)
 parser.add_argument("architecture", choices=list(ARCHITECTURES), nargs="?", default="reference")
 args = parser.parse_args()

@@ -1,14 +1,14 @@
 """The accuracy-parameters frontier: parameters (log axis) against final test accuracy, one
 dot per seed, each size's mean +/- sd, the 99.4% line, and public single runs drawn apart.
 
-    python bench/frontier.py results/frontier/w0.7 results/seeds-bs64 ... --seeds 1-5 --out results/frontier
+    python bench/frontier.py results/frontier/w0.7 results/seeds-bs64 ... --seeds 1-5 \
+        --out-dir results/frontier
 
 Each FOLDER is a `python seeds.py` output (seeds.json); --seeds keeps those seeds of each
 (every folder must have them). Writes OUT/frontier.png and OUT/frontier.md (one row per
 size) and prints the table.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seeds import seed_list  # noqa: E402
-from utils import TARGET_ACCURACY, atomic_write_bytes, save_figure  # noqa: E402 (the project is one folder up)
+from utils import TARGET_ACCURACY, OneLineErrorParser, atomic_write_bytes, save_figure  # noqa: E402 (the project is one folder up)
 
 # Public MNIST networks under 8K parameters with a logged test accuracy, each a single run
 # (no seed spread published): (parameters, accuracy %, label, the side its label goes).
@@ -90,15 +90,15 @@ def table(rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+")
     p.add_argument("--seeds", type=seed_list, help="e.g. 1-5; default: every seed of each folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out-dir", required=True, help="where frontier.png and frontier.md go")
     args = p.parse_args(argv)
     rows = sorted((size_row(folder, args.seeds) for folder in args.folders), key=lambda r: r["parameters"])
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    plot(rows, Path(args.out) / "frontier.png")
-    atomic_write_bytes(Path(args.out) / "frontier.md", table(rows).encode())
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    plot(rows, Path(args.out_dir) / "frontier.png")
+    atomic_write_bytes(Path(args.out_dir) / "frontier.md", table(rows).encode())
     print(table(rows))
     return rows
 

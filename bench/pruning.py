@@ -8,7 +8,6 @@ had. A trial it would stop is charged only the epochs up to there. Winners are t
 --winners trials by value; a winner it would stop is a wrong cut.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import search  # noqa: E402
+from utils import OneLineErrorParser  # noqa: E402
 
 
 def replay(trials, epochs):
@@ -40,7 +40,7 @@ def replay(trials, epochs):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("study", help="a study folder (its journal.log)")
     p.add_argument("--epochs", type=int, default=15, help="epochs of each seed's run")
     p.add_argument("--winners", type=int, default=2)

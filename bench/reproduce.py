@@ -9,7 +9,6 @@ only on the kind of CPU that made it, so a seed recorded on another CPU is repor
 Exits 1 if a seed made on this kind of CPU differs.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,10 +16,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seeds  # noqa: E402 (the project's modules are one folder up)
 from train import cpu_name  # noqa: E402
+from utils import OneLineErrorParser  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("table", help="a folder with seeds.json")
     p.add_argument("--seeds", type=seeds.seed_list, required=True)
     p.add_argument("--jobs", type=int, default=1)

@@ -111,7 +111,7 @@ def write_table(folder, parameters, finals, width=1.0):
 def test_frontier_keeps_the_seeds_asked_for_and_sorts_by_size(tmp_path):
     big = write_table(tmp_path / "w1", 7544, [99.40, 99.50, 99.30, 99.90])
     small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
-    done = run_frontier(big, small, "--seeds", "1-3", "--out", str(tmp_path / "out"))
+    done = run_frontier(big, small, "--seeds", "1-3", "--out-dir", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     markdown = (tmp_path / "out" / "frontier.md").read_text()
     rows = markdown.splitlines()[2:]  # by size: the smaller first; seed 4 of the bigger left out
@@ -122,7 +122,7 @@ def test_frontier_keeps_the_seeds_asked_for_and_sorts_by_size(tmp_path):
 
 def test_frontier_refuses_a_table_without_a_seed_asked_for(tmp_path):
     small = write_table(tmp_path / "w0.7", 3723, [99.30, 99.40, 99.50], width=0.7)
-    done = run_frontier(small, "--seeds", "1-4", "--out", str(tmp_path / "out"))
+    done = run_frontier(small, "--seeds", "1-4", "--out-dir", str(tmp_path / "out"))
     assert done.returncode == 1 and "does not have every seed" in done.stderr
 
 
