@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from model import normalize
-from utils import atomic_write_bytes, one_line
+from utils import OneLineErrorParser, atomic_write_bytes, one_line
 
 # MD5 of the uncompressed canonical files (torchvision's MNIST.resources lists the
 # same digests for the .gz archives).
@@ -436,7 +436,9 @@ def evaluate(model, loader, keep_wrong=25):
 
 
 if __name__ == "__main__":
+    parser = OneLineErrorParser(description="Obtain MNIST, verified, into DATA_DIR/MNIST/raw.")
+    parser.add_argument("data_dir", nargs="?", default="data")
     try:
-        print(f"MNIST verified in {ensure_mnist(sys.argv[1] if len(sys.argv) > 1 else 'data')}")
-    except DataError as error:
-        sys.exit(f"error: {error}")
+        print(f"MNIST verified in {ensure_mnist(parser.parse_args().data_dir)}")
+    except (DataError, OSError) as error:
+        sys.exit(f"data.py: error: {error}")

@@ -11,8 +11,9 @@ second max-pool. ARCHITECTURES maps the name saved with the weights to the class
 The input contract is here too: a network reads 28x28 digits, light ink on black,
 scaled to [0, 1] and then normalized with MNIST's mean and standard deviation
 (normalize). And reading weights files (load_model), as train.py writes them and
-predict.py, export.py and the page use them. This module imports torch and the standard
-library only: copy it, and a network is usable without the rest of the project.
+predict.py, export.py and the page use them. Importing this module loads torch and the
+standard library only: copy it, and a network is usable without the rest of the project
+(its command, `python model.py`, also uses utils.py).
 """
 
 import argparse
@@ -168,6 +169,16 @@ def shape_options(model):
     return {"channels": list(model.channels)}
 
 
+def shape_error(architecture, width, channels):
+    """What is wrong with shaping network ARCHITECTURE by --width WIDTH and --channels CHANNELS
+    (train.py's and model.py's flags), or None."""
+    if architecture != "reference" and (width != 1 or channels):
+        return "--width and --channels shape the reference network only"
+    if width != 1 and channels:
+        return "give --width or --channels, not both"
+    return None
+
+
 def channel_counts(text):
     """'16,10,10,10,10,16,16' -> [16, 10, ...]: seven whole numbers from 1 to 1024."""
     try:
@@ -259,6 +270,9 @@ def safe_load(path, device="cpu"):
 def read_weights(path, device="cpu"):
     """(architecture name, its keyword arguments, state_dict) from a weights file that train.py wrote."""
     weights = safe_load(path, device)
+    if isinstance(weights, dict) and str(weights.get("format", "")).startswith("mnist-7544/train-checkpoint"):
+        raise WeightsError(f"{path} is a train.py checkpoint, not a weights file: use the weights.pt "
+                           "beside it")
     if isinstance(weights, dict) and "architecture" in weights and "state_dict" in weights:
         options = {key: weights[key] for key in SHAPE_KEYS if key in weights}
         return weights["architecture"], options, weights["state_dict"]
@@ -294,9 +308,7 @@ if __name__ == "__main__":
     parser.add_argument("--channels", type=channel_counts,
                         help="the reference network's seven channel counts, e.g. 16,10,10,10,10,16,16")
     args = parser.parse_args()
-    if args.model == "tiny" and (args.width != 1 or args.channels):
-        parser.error("--width and --channels shape the reference network only")
-    if args.width != 1 and args.channels:
-        parser.error("give --width or --channels, not both")
+    if error := shape_error(args.model, args.width, args.channels):
+        parser.error(error)
     network = Net(width=args.width, channels=args.channels) if args.model == "reference" else TinyNet()
     print_receptive_fields(network)

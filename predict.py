@@ -66,8 +66,6 @@ def main(argv=None):
     for index, path in enumerate(args.images, start=1):
         try:
             digit = to_mnist_digit(load_grayscale(path))
-            if args.show_input:
-                save_digit_png(digit, show_input_path(args.show_input, index, len(args.images)))
         except (InputError, OSError) as error:
             print(f"predict.py: error: {path}: {error}", file=sys.stderr)
             results.append({"file": str(path), "error": str(error)})
@@ -76,6 +74,13 @@ def main(argv=None):
         results.append({"file": str(path), **top[0], "top_k": top})  # top[0]: "digit" and "probability"
         if not args.json:
             print(summary_line(path, top))
+        if args.show_input:
+            shown = show_input_path(args.show_input, index, len(args.images))
+            try:
+                save_digit_png(digit, shown)
+            except OSError as error:  # the image was read; only its picture could not be written
+                results[-1]["error"] = f"--show-input {shown}: {error.strerror or error}"
+                print(f"predict.py: error: {results[-1]['error']}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if any("error" in result for result in results) else 0

@@ -224,10 +224,10 @@ def render(font, text, slant, stroke):
 
 def prepared(grays):
     """GRAYS read by images.to_mnist_digit() as an N x 1 x 28 x 28 batch; no ink: a blank digit."""
-    return torch.from_numpy(np.stack([read(gray) for gray in grays])).float().unsqueeze(1)
+    return torch.from_numpy(np.stack([read_page(gray) for gray in grays])).float().unsqueeze(1)
 
 
-def read(gray):
+def read_page(gray):
     try:
         return to_mnist_digit(gray)
     except InputError:
@@ -252,7 +252,7 @@ def benchmark(model, pixels, labels, seed=0, font_count=2000):
     """({kind: accuracy %} as the network sees it, the same through the product) on PIXELS (uint8,
     N x 28 x 28) and LABELS, and on FONT_COUNT font digits; canvas and fonts are read once for both."""
     images = to_unit_interval(pixels)
-    product = {name: accuracy(model, read, labels) for name, read in product_digits(images, seed)}
+    product = {name: accuracy(model, digits, labels) for name, digits in product_digits(images, seed)}
     grays, font_labels = zip(*font_pages(font_count, seed))
     product["fonts"] = accuracy(model, prepared(grays), torch.tensor(font_labels))
     seen = {name: accuracy(model, corrupted(images, name, seed), labels) for name in CORRUPTIONS}
@@ -268,7 +268,8 @@ def parse_args(argv=None):
     p.add_argument("--weights", default=str(COMMITTED_WEIGHTS), help="weights.pt of either network")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="val: the last --holdout training images, for choosing a recipe")
-    p.add_argument("--holdout", type=bounded(int, 1, 59000), default=10000)
+    p.add_argument("--holdout", type=bounded(int, 1, 59000),
+                   help="with --split val: the run's --holdout (default 10000)")
     p.add_argument("--count", type=bounded(int, 1, 10000), default=1000, help="images per corruption")
     p.add_argument("--font-count", type=bounded(int, 1), default=2000, help="font-rendered digits")
     p.add_argument("--seed", type=bounded(int, 0), default=0, help="the benchmark's draws, not the model's")
@@ -276,6 +277,9 @@ def parse_args(argv=None):
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     p.add_argument("--output", metavar="PATH", help="also write them here, as JSON")
     args = p.parse_args(argv)
+    if args.holdout and args.split != "val":
+        p.error("--holdout applies to --split val only")
+    args.holdout = args.holdout or 10000
     if args.output and not Path(args.output).resolve().parent.is_dir():
         p.error(f"--output {args.output}: its folder does not exist")
     return args

@@ -96,12 +96,17 @@ def parse_args(argv=None):
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)
     if not args.space and not args.report:
         p.error("nothing to search: give --space or --param")
-    for own in ("--seed", "--resume", "--threads", "--holdout", "--channels", "--width"):
-        if any(flag == own or flag.startswith(own + "=") for flag in args.train_flags):
-            p.error(f"{own} is set by search.py for each run")
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    # every run's epochs, as the pruner counts them; a bad train.py flag fails now, in one line
-    args.epochs = seed_table(args, {}).train_args.epochs
+    seeds.refuse_own_flags(p, "search.py", args.train_flags, ("--seed", "--resume", "--channels", "--width"))
+    args.threads = args.threads or seeds.threads_per_job(args.jobs)
+    # A bad train.py flag, a --param that train.py does not know or a --max-params below the
+    # smallest network fails now, in one line, before a study exists: the flags of a trial at
+    # the space's first values. Its seed table also gives every run's epochs, which the pruner counts.
+    first = {name: spec[1][0] if spec[0] == "choice" else spec[1] for name, spec in args.space.items()}
+    try:
+        args.epochs = seed_table(args, suggest(optuna.trial.FixedTrial(first), args.space, args.max_params)
+                                 ).train_args.epochs
+    except ValueError as error:
+        p.error(str(error))
     return args
 
 
@@ -132,9 +137,9 @@ def within_budget(counts, max_params):
     budget. Skipping a proposal instead leaves the sampler nothing to learn from when most
     of the space is over the budget, and it proposes there again and again."""
     def size(factor):
-        return parameters([max(1, int(c * factor)) for c in counts])
+        return parameter_count([max(1, int(c * factor)) for c in counts])
 
-    if parameters(counts) <= max_params:
+    if parameter_count(counts) <= max_params:
         return counts
     if size(0) > max_params:
         raise ValueError(f"--max-params {max_params} is below the smallest network ({size(0)} parameters)")
@@ -145,7 +150,7 @@ def within_budget(counts, max_params):
     return [max(1, int(c * low)) for c in counts]
 
 
-def parameters(counts):
+def parameter_count(counts):
     with torch.device("meta"):  # counted without allocating or drawing random numbers
         return count_parameters(Net(channels=counts))
 
@@ -162,11 +167,15 @@ def objective(args, trial):
     epochs over the seeds."""
     flags = suggest(trial, args.space, args.max_params)
     if "--channels" in flags:
-        trial.set_user_attr("parameters", parameters([int(c) for c in flags["--channels"].split(",")]))
+        trial.set_user_attr("parameters", parameter_count([int(c) for c in flags["--channels"].split(",")]))
     trial.set_user_attr("flags", flags)
     trial.set_user_attr("train_flags", args.train_flags)  # the flags every run of the study had
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    table, start = seed_table(args, flags), time.perf_counter()
+    try:
+        table = seed_table(args, flags)
+    except SystemExit:  # train.py's parser refused a sampled value, and said so on stderr
+        raise RuntimeError(f"train.py refused the trial's flags {flags}") from None
+    start = time.perf_counter()
     try:
         if STOPPING.is_set():  # a signal between two trials
             raise seeds.Stopped()
@@ -230,7 +239,12 @@ class SecondHalfPruner(optuna.pruners.BasePruner):
 def open_study(args):
     """The study at --storage or OUT_DIR/journal.log, made on first use."""
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    storage = args.storage or JournalStorage(JournalFileBackend(str(Path(args.out_dir) / "journal.log")))
+    storage = JournalStorage(JournalFileBackend(str(Path(args.out_dir) / "journal.log")))
+    if args.storage:
+        try:
+            storage = optuna.storages.RDBStorage(args.storage)
+        except Exception as error:  # the database library's many ways to refuse a URL or a database
+            raise ValueError(f"--storage {args.storage}: {one_line(error)}") from None
     seed = None if args.sampler_seed is None else args.sampler_seed + (args.worker or 0)
     # Several workers: constant_liar keeps them from sampling the same point at once.
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
@@ -239,6 +253,25 @@ def open_study(args):
     name = names[0] if len(names) == 1 else Path(args.out_dir).name  # a moved folder keeps its study
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)
+
+
+def fail_orphans(study):
+    """Trials left running by a worker of this machine that is gone (killed, crashed) are marked
+    failed, so that they stop counting towards --trials. POSIX only: elsewhere os.kill ends a process."""
+    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+        host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if os.name == "posix" and host == socket.gethostname() and not process_alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: is it there?
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, another user's
+        pass
+    return True
 
 
 def requeue_interrupted(study):
@@ -302,6 +335,7 @@ def main(argv=None):
     try:
         study = open_study(args)
         if not args.report and args.worker is None:  # the first process, not one of its workers
+            fail_orphans(study)
             requeue_interrupted(study)
         finished = args.report or (start_workers(args, argv) if args.jobs > 1 else work(args, study))
         if args.worker is None:

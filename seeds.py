@@ -75,16 +75,26 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default="runs/seeds", help="the seeds' folder, which processes may share")
     p.add_argument("--robustness", action="store_true",
                    help="also score each seed's weights with robustness.py on the split it was evaluated on "
-                        "(about 15 s a seed); kept in seedN/robustness.json")
+                        "(about 90 s a seed on a 2-core CPU); kept in seedN/robustness.json")
     args, train_flags = p.parse_known_args(argv)
-    for own in ("--seed", "--out-dir", "--resume", "--threads"):
-        if any(flag == own or flag.startswith(own + "=") for flag in train_flags):
-            p.error(f"{own} is set by seeds.py for each seed; it cannot be passed to train.py")
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    refuse_own_flags(p, "seeds.py", train_flags, ("--seed", "--out-dir", "--resume", "--threads"))
+    args.threads = args.threads or threads_per_job(args.jobs)
     args.train_flags = train_flags + ["--threads", str(args.threads)]
     # train.py's arguments, as every seed shares them; a bad train.py flag fails now, in one line
     args.train_args = train.parse_args(args.train_flags)
     return args
+
+
+def refuse_own_flags(parser, command, train_flags, own):
+    """Exit in one line if TRAIN_FLAGS hold one of OWN, which COMMAND (PARSER's) sets itself."""
+    for name in own:
+        if any(flag == name or flag.startswith(name + "=") for flag in train_flags):
+            parser.error(f"{name} is set by {command} for each run; it cannot be passed to train.py")
+
+
+def threads_per_job(jobs):
+    """The default --threads: the machine's cores shared among JOBS."""
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def seed_folder(args, seed):
@@ -398,7 +408,10 @@ def write_summary(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file of that name, no permission, ...
+        sys.exit(f"seeds.py: error: --out-dir {args.out_dir}: {error.strerror or error}")
     print(f"seeds {args.seeds}, {args.jobs} job(s) x {args.threads} thread(s), train.py "
           f"{' '.join(args.train_flags)}, into {args.out_dir}")
     try:

@@ -55,6 +55,7 @@ from model import (
     channel_counts,
     count_parameters,
     safe_load,
+    shape_error,
     shape_options,
 )
 from utils import (
@@ -163,20 +164,21 @@ def add_optimizer_flags(p):
 
 
 def parse_args(argv=None):
-    p = OneLineErrorParser(description=__doc__.split("\n")[0], formatter_class=DefaultsHelpFormatter)
+    p = OneLineErrorParser(description=__doc__.split("\n")[0], formatter_class=DefaultsHelpFormatter,
+                           add_help=False)  # --help comes after the recipe's defaults, so it shows them
     p.set_defaults(**{**REFERENCE_RECIPE, **DEFAULT_OPTIMIZER})
     add_run_flags(p)
     add_model_flags(p)
     add_optimizer_flags(p)
     chosen, _ = p.parse_known_args(argv)  # --model and --recipe decide the other defaults
     p.set_defaults(**{**MODEL_RECIPES[chosen.model], **RECIPES[chosen.recipe]})
+    p.add_argument("-h", "--help", action="help", help="show this message, with the defaults of the "
+                                                       "--recipe and --model given, and exit")
     args = p.parse_args(argv)
     if args.base_momentum > args.max_momentum:
         p.error("--base-momentum must not exceed --max-momentum")
-    if (args.width != 1 or args.channels) and args.model != "reference":
-        p.error("--width and --channels shape the reference network only")
-    if args.width != 1 and args.channels:
-        p.error("give --width or --channels, not both")
+    if error := shape_error(args.model, args.width, args.channels):
+        p.error(error)
     if args.device != "auto" and not device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
     args.out_dir = args.out_dir or str(Path("runs") / run_name(args, p) / f"seed{args.seed}")

@@ -10,6 +10,8 @@ import os
 import pickle
 import pickletools
 import struct
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -19,7 +21,7 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 import data
-from conftest import synthetic_digits, synthetic_idx_files
+from conftest import ROOT, synthetic_digits, synthetic_idx_files
 from data import (
     Augmentation,
     DataError,
@@ -449,3 +451,14 @@ def test_pen_redraws_the_chosen_digits_from_their_skeletons_after_the_other_draw
     loader = InMemoryLoader(pixels, torch.arange(40), 40, CPU, shuffle=True, augment=Augmentation(pen=1.0))
     batch, order = next(iter(loader))
     assert torch.allclose(batch, normalize(lines[order]), atol=1e-5)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--bogus"]])
+def test_data_py_reads_flags_as_flags_not_as_a_folder(tmp_path, argv):
+    done = subprocess.run([sys.executable, str(ROOT / "data.py"), *argv], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert list(tmp_path.iterdir()) == []  # no folder named after the flag, no download
+    if argv == ["--bogus"]:
+        assert done.returncode == 2 and done.stderr.count("\n") == 1
+    else:
+        assert done.returncode == 0 and done.stdout.startswith("usage: data.py")

@@ -24,7 +24,7 @@ from model import (
     load_model,
     receptive_fields,
 )
-from train import load_checkpoint, print_summary, save_weights
+from train import FORMAT, load_checkpoint, print_summary, save_weights
 
 # The reference torchsummary table: (layer type, output shape, params), row by row.
 SEED_TABLE = [
@@ -305,6 +305,14 @@ def test_weights_errors_say_plainly_what_the_file_is(tmp_path, content, said):
     with pytest.raises(WeightsError) as error:
         load_model(path)
     assert str(error.value) == f"{path} {said}"
+
+
+def test_a_checkpoint_given_as_weights_is_named_for_what_it_is(tmp_path):
+    torch.save({"format": FORMAT, "model": Net().state_dict()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(WeightsError) as error:
+        load_model(tmp_path / "checkpoint.pt")
+    assert str(error.value) == (f"{tmp_path / 'checkpoint.pt'} is a train.py checkpoint, not a weights file: "
+                                "use the weights.pt beside it")
 
 
 def test_importing_model_loads_no_other_module_of_the_project():

@@ -127,6 +127,17 @@ def test_json_output_and_show_input(tmp_path, capsys, weights):
     assert seen.size == (28, 28) and seen.mode == "L"
 
 
+def test_a_show_input_that_cannot_be_written_names_that_path_and_the_digit_is_still_read(tmp_path, capsys,
+                                                                                          weights):
+    ring((80, 80), (10, 10, 70, 70), ink=0, paper=255).save(tmp_path / "zero.png")
+    (tmp_path / "a-file").write_text("not a folder")
+    shown = tmp_path / "a-file" / "seen.png"
+    code = predict.main([str(tmp_path / "zero.png"), "--weights", str(weights), "--show-input", str(shown)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out.startswith(f"{tmp_path / 'zero.png'}: ")
+    assert err.startswith(f"predict.py: error: --show-input {shown}: ") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_either_networks_weights_are_read(tmp_path, capsys, architecture):
     torch.manual_seed(0)

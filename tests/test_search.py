@@ -3,7 +3,9 @@ resumed, shared by two workers, kept in SQLite, pruned, and kept under a paramet
 
 import argparse
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +56,41 @@ def test_a_bad_train_flag_is_one_line_before_any_study(tmp_path, capsys):
     error = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--max-lr: -1 is outside" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--param", "no-such-flag=1:2"], "unrecognized arguments: --no-such-flag 1"),
+    (["--param", "dropout=1.5:2"], "--dropout: 1.5 is outside"),
+    (["--space", "channels", "--max-params", "50"], "--max-params 50 is below the smallest network"),
+])
+def test_a_param_that_train_py_refuses_is_one_line_before_any_study(tmp_path, capsys, argv, said):
+    with pytest.raises(SystemExit) as exit_info:
+        search.parse_args(["--out-dir", str(tmp_path / "study"), *argv])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and said in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "sqlite:////no/such/folder/study.db"])
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, url):
+    done = subprocess.run([sys.executable, "search.py", "--out-dir", str(tmp_path / "study"), "--space",
+                           "optimizer", "--storage", url], capture_output=True, text=True,
+                          cwd=Path(search.__file__).parent)
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"search.py: error: --storage {url}: ")
+
+
+def test_a_trial_left_running_by_a_worker_that_is_gone_is_failed(tmp_path):
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
+    for pid in (int(gone.stdout), os.getpid()):  # a finished process; this one, alive
+        study.ask().set_user_attr("worker", f"{socket.gethostname()}:{pid}")
+    search.fail_orphans(study)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL,
+                                                     optuna.trial.TrialState.RUNNING]
 
 
 def study_command(data_dir, study, *extra):

@@ -245,6 +245,13 @@ def test_a_seed_robustness_cannot_score_is_recorded_and_the_table_still_written(
     assert "seeds.py: error: robustness.py could not score seed(s) 2" in errors
 
 
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        seeds.main(["--out-dir", str(tmp_path / "taken"), "--seeds", "1"])
+    assert str(exit_info.value.code) == f"seeds.py: error: --out-dir {tmp_path / 'taken'}: File exists"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "5-1"], "is not a range of seeds"),
     (["--seeds", "x"], "is not a list of seeds"),

@@ -453,3 +453,14 @@ def test_sigint_from_outside_exits_cleanly_with_the_resume_hint(synthetic_mnist,
     assert "Traceback" not in err and "stopped by SIGINT in epoch" in err
     assert f"--resume {tmp_path / 'checkpoint.pt'}" in err
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] >= 1
+
+
+@pytest.mark.parametrize("argv, shown", [([], {"epochs": "15", "dropout": "0.01"}),
+                                         (["--recipe", "fast"], {"epochs": "10", "dropout": "0.0"}),
+                                         (["--model", "tiny"], {"epochs": "15", "dropout": "0.0"})])
+def test_help_shows_the_defaults_of_the_recipe_and_model_given(argv, shown, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args([*argv, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    for flag, default in shown.items():
+        assert re.search(rf"--{flag} {flag.upper()} [^-]*\(default: {re.escape(default)}\)", text)
