@@ -239,8 +239,9 @@ class SecondHalfPruner(optuna.pruners.BasePruner):
 def open_study(args):
     """The study at --storage or OUT_DIR/journal.log, made on first use."""
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(Path(args.out_dir) / "journal.log")))
-    if args.storage:
+    if not args.storage:
+        storage = JournalStorage(JournalFileBackend(str(Path(args.out_dir) / "journal.log")))
+    else:
         try:
             storage = optuna.storages.RDBStorage(args.storage)
         except Exception as error:  # the database library's many ways to refuse a URL or a database
