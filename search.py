@@ -52,12 +52,12 @@ def parameter(text):
     name, _, spec = text.partition("=")
     parts = spec.split(":")
     try:
-        if len(parts) == 1 and "," in spec:
+        if name and len(parts) == 1 and "," in spec:
             return name, ("choice", spec.split(","))
-        if len(parts) in (2, 3) and parts[2:] in ([], ["log"]):
+        if name and len(parts) in (2, 3) and parts[2:] in ([], ["log"]):
             kind = int if all(re.fullmatch(r"-?\d+", p) for p in parts[:2]) else float
             low, high = kind(parts[0]), kind(parts[1])
-            if low < high and name:
+            if low < high:
                 return name, (kind.__name__, low, high, parts[2:] == ["log"])
     except ValueError:
         pass
@@ -122,7 +122,7 @@ def suggest(trial, space, max_params=None):
         else:
             value = f"{trial.suggest_float(name, spec[0], spec[1], log=spec[2]):.3g}"
         if name in CHANNEL_SLOTS:
-            channels[name] = value
+            channels[name] = int(value)  # a choice's values are text
         else:
             flags[f"--{name}"] = str(value)
     if channels:  # the slots not searched keep the reference network's counts
@@ -333,6 +333,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.report and not args.storage and not (Path(args.out_dir) / "journal.log").exists():
+        sys.exit(f"search.py: error: {args.out_dir} holds no study (no journal.log) to report on")
     try:
         study = open_study(args)
         if not args.report and args.worker is None:  # the first process, not one of its workers

@@ -1,6 +1,6 @@
 """Run the training recipe over many seeds and summarize the results as a distribution.
 
-    python seeds.py --seeds 1-10                          # the default recipe -> runs/seeds/
+    python seeds.py --seeds 1-10                          # the default recipe -> runs/seeds/default/
     python seeds.py --seeds 1-3 --holdout 10000 --dropout 0.01 --out-dir runs/screen-d01
     python seeds.py --seeds 1-5 --batch-size 128 --out-dir runs/seeds-bs128
     python seeds.py --seeds 1-20 --robustness             # also robustness.py on each seed's weights
@@ -72,7 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=bounded(int, 1), default=2, help="seeds trained at once")
     p.add_argument("--threads", type=bounded(int, 1), default=None,
                    help="CPU threads per job; default: the cores divided among the jobs")
-    p.add_argument("--out-dir", default="runs/seeds", help="the seeds' folder, which processes may share")
+    p.add_argument("--out-dir", help="the seeds' folder, which processes may share; default: "
+                                     "runs/seeds/NAME, NAME as train.py names a run's (default, fast, ...)")
     p.add_argument("--robustness", action="store_true",
                    help="also score each seed's weights with robustness.py on the split it was evaluated on "
                         "(about 90 s a seed on a 2-core CPU); kept in seedN/robustness.json")
@@ -82,6 +83,8 @@ def parse_args(argv=None):
     args.train_flags = train_flags + ["--threads", str(args.threads)]
     # train.py's arguments, as every seed shares them; a bad train.py flag fails now, in one line
     args.train_args = train.parse_args(args.train_flags)
+    named = Path(train.parse_args(train_flags).out_dir).parent.name  # without --threads, a machine's choice
+    args.out_dir = args.out_dir or str(Path("runs", "seeds", named))
     return args
 
 
@@ -422,8 +425,8 @@ def main(argv=None):
         sys.exit(130)
     robustness_errors = write_summary(args)
     if failed:
-        print(f"seeds.py: error: seed(s) {', '.join(map(str, failed))} failed; see their train.log",
-              file=sys.stderr)
+        print(f"seeds.py: error: seed(s) {', '.join(map(str, failed))} did not finish with these settings; "
+              "see the lines above and their train.log", file=sys.stderr)
     if robustness_errors:
         print("seeds.py: error: robustness.py could not score seed(s) "
               f"{', '.join(map(str, robustness_errors))}", file=sys.stderr)

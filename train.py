@@ -409,7 +409,7 @@ def train(state, train_loader, eval_loader, config, checkpoint, stop):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    checkpoint, resumed = Path(args.out_dir) / "checkpoint.pt", None
+    checkpoint, resumed, state = Path(args.out_dir) / "checkpoint.pt", None, None
     try:
         refuse_to_replace(args, argv)
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
@@ -424,14 +424,13 @@ def main(argv=None):
             evaluation = train(state, train_loader, eval_loader, config, checkpoint, stop)
         save_results(args.out_dir, state, config, evaluation)
         return state.history
-    except TrainingStopped as stopped:
-        last = args.resume if state.epoch == resumed else checkpoint
-        print(f"train.py: {stopped}\n{resume_hint(argv, state.epoch, last)}", file=sys.stderr)
-        sys.exit(stopped.exit_code)
+    except (TrainingStopped, KeyboardInterrupt) as stopped:  # Ctrl-C outside the loop: KeyboardInterrupt
+        epoch = state.epoch if state else 0
+        last = args.resume if epoch == resumed else checkpoint
+        print(f"train.py: {str(stopped) or 'interrupted'}\n{resume_hint(argv, epoch, last)}", file=sys.stderr)
+        sys.exit(getattr(stopped, "exit_code", 128 + signal.SIGINT))
     except (DataError, WeightsError, OSError) as error:
         sys.exit(f"train.py: error: {error}")
-    except KeyboardInterrupt:  # before training started: nothing to keep
-        sys.exit("train.py: interrupted")
 
 
 # A run's state. checkpoint.pt is a TrainingState: everything the next epoch needs. It holds

@@ -14,7 +14,6 @@ networks a setting, with the mean over kinds (S) and its change from today's; th
 network's mean over kinds, and how many networks beat today's.
 """
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import images  # noqa: E402
 import robustness  # noqa: E402
 from bench.paper_val import constant, holdout_network  # noqa: E402
 from data import read_split, to_unit_interval  # noqa: E402
-from utils import OneLineErrorParser, bounded  # noqa: E402
+from utils import OneLineErrorParser, atomic_write_json, bounded  # noqa: E402
 
 GRID = {"PAPER_WINDOW": (0.3, 0.5), "FAINT_INK": (0.5, 0.8), "HEAVY_STROKE": (2.5, 3.5)}
 
@@ -118,7 +117,7 @@ def main(argv=None):
           f"digits, seed {args.seed}; % read right, means over {len(networks)} networks\n")
     tables(scores)
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": setups, "scores": scores}, indent=1) + "\n")
+        atomic_write_json(args.json, {"settings": setups, "scores": scores})
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ reach 99.40% at the last epoch and in each of the last three. The first folder i
 headline's.
 """
 
-import argparse
 import difflib
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from utils import OneLineErrorParser, atomic_write_bytes  # noqa: E402 (the project is one folder up)
+
 TABLES = ["seeds-bs64", "seeds-bs128", "reference", "fast", "frontier/w0.9", "tiny"]
 START, END = "<!-- results table: python bench/readme.py -->", "<!-- end -->"
 COLUMNS = ["command", "parameters", "seeds", "mean ± sd", "min", "at 99.40%: last epoch",
@@ -75,19 +77,22 @@ def expected_readme(text, tables):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if README.md differs")
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--results", type=Path, default=ROOT / "results")
     args = p.parse_args(argv)
-    tables = [json.loads((args.results / name / "seeds.json").read_text()) for name in TABLES]
-    text = args.readme.read_text()
+    try:
+        tables = [json.loads((args.results / name / "seeds.json").read_text()) for name in TABLES]
+        text = args.readme.read_text()
+    except (OSError, ValueError) as error:
+        sys.exit(f"readme.py: error: {error}")
     expected = expected_readme(text, tables)
     if expected == text:
         print(f"{args.readme.name} agrees with {args.results.name}/*/seeds.json")
         return 0
     if not args.check:
-        args.readme.write_text(expected)
+        atomic_write_bytes(args.readme, expected.encode())
         print(f"Wrote {args.readme.name}'s headline and results table")
         return 0
     diff = difflib.unified_diff(text.split("\n"), expected.split("\n"), "README.md", "data", lineterm="")

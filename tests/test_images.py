@@ -143,6 +143,11 @@ def test_pieces_are_the_8_connected_components():
             piece = labels == label
             grown = images.max_filter(piece, 3) & mask  # an 8-neighbour on the mask is in the piece
             assert (grown == piece).all() and sizes[label] == piece.sum()
+            reached = np.zeros_like(piece)  # and the piece is one: a flood from one pixel fills it
+            reached[tuple(np.argwhere(piece)[0])] = True
+            while not ((more := images.max_filter(reached, 3) & piece) == reached).all():
+                reached = more
+            assert (reached == piece).all()
 
 
 def test_otsu_splits_two_levels_between_them():

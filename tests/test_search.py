@@ -93,6 +93,23 @@ def test_a_trial_left_running_by_a_worker_that_is_gone_is_failed(tmp_path):
                                                      optuna.trial.TrialState.RUNNING]
 
 
+def test_channel_counts_given_as_choices_are_numbers():
+    def channels(choice, max_params):
+        trial = optuna.trial.FixedTrial({"conv1": choice})
+        return search.suggest(trial, {"conv1": ("choice", ["4", "8"])}, max_params)["--channels"]
+
+    assert channels("4", 10000) == "4,10,10,10,10,16,16"
+    assert channels("8", 3000).count(",") == 6  # scaled down to the budget, in whole numbers
+
+
+def test_a_report_on_a_folder_without_a_study_is_one_line_and_makes_nothing(tmp_path):
+    done = subprocess.run([sys.executable, "search.py", "--out-dir", str(tmp_path / "typo"), "--report"],
+                          capture_output=True, text=True, cwd=Path(search.__file__).parent)
+    assert done.returncode == 1 and not (tmp_path / "typo").exists()
+    said = f"search.py: error: {tmp_path / 'typo'} holds no study (no journal.log) to report on\n"
+    assert done.stderr == said
+
+
 def study_command(data_dir, study, *extra):
     return [sys.executable, str(SEARCH), "--out-dir", str(study), "--data-dir", str(data_dir),
             "--holdout", "56", "--threads", "1", *extra]

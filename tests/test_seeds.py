@@ -209,7 +209,7 @@ def test_a_failing_seed_is_reported_and_the_others_finish(seeds_main, tmp_path, 
     assert [run["seed"] for run in result["runs"]] == [1]
     captured = capsys.readouterr()
     assert "seed 2: stopped or failed (exit code 1)" in captured.out
-    assert "seed(s) 2 failed" in captured.err
+    assert "seed(s) 2 did not finish with these settings" in captured.err
     assert "not a PyTorch weights file" in (broken / "train.log").read_text()
 
 
@@ -305,3 +305,10 @@ def test_two_processes_sharing_a_folder_train_each_seed_once_and_the_last_summar
         assert log.count("Config:") == 1 and log.count("Test set:") == 1  # one run, trained once
     result = json.loads((tmp_path / "out" / "seeds.json").read_text())
     assert [run["seed"] for run in result["runs"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("argv, folder", [
+    ([], "runs/seeds/default"), (["--recipe", "fast"], "runs/seeds/fast"),
+    (["--holdout", "10000", "--jobs", "1"], "runs/seeds/holdout=10000"), (["--out-dir", "mine"], "mine")])
+def test_the_default_out_dir_is_named_after_the_settings_as_train_py_names_a_run(argv, folder):
+    assert seeds.parse_args(argv).out_dir == str(Path(folder))

@@ -464,3 +464,16 @@ def test_help_shows_the_defaults_of_the_recipe_and_model_given(argv, shown, caps
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
     for flag, default in shown.items():
         assert re.search(rf"--{flag} {flag.upper()} [^-]*\(default: {re.escape(default)}\)", text)
+
+
+def test_ctrl_c_while_the_results_are_written_says_how_to_finish_from_the_checkpoint(
+        synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_results", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(synthetic_mnist, tmp_path, "--epochs", "1")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and err.startswith("train.py: interrupted\n")
+    assert f"The last complete checkpoint is epoch 1: {tmp_path / 'checkpoint.pt'}" in err
