@@ -282,7 +282,7 @@ def read_weights(path, device="cpu"):
 def load_model(path, device="cpu"):
     """The network named in the weights file at PATH, in eval mode, with its weights."""
     name, options, state = read_weights(path, device)
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise WeightsError(f"{path}: weights of an unknown network {name!r} "
                            f"(known: {', '.join(ARCHITECTURES)})")
     try:
@@ -293,6 +293,8 @@ def load_model(path, device="cpu"):
         described = f"{name} network" + (f" of {shape}" if shape else "")
         reason = " ".join(str(error).split())[:160]  # load_state_dict's message spans lines
         raise WeightsError(f"{path}: not weights for the {described} ({reason})") from None
+    if not all(value.isfinite().all() for value in model.state_dict().values() if value.is_floating_point()):
+        raise WeightsError(f"{path} holds weights that are not finite numbers (NaN or infinite)")
     return model.eval()
 
 

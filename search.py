@@ -251,7 +251,8 @@ def open_study(args):
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     pruner = SecondHalfPruner(args.epochs) if args.prune else optuna.pruners.NopPruner()
     names = [study.study_name for study in optuna.get_all_study_summaries(storage)]
-    name = names[0] if len(names) == 1 else Path(args.out_dir).name  # a moved folder keeps its study
+    # A moved folder's journal keeps its one study; a shared --storage holds one study per --out-dir name.
+    name = names[0] if len(names) == 1 and not args.storage else Path(args.out_dir).name
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)
 

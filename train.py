@@ -164,8 +164,10 @@ def add_optimizer_flags(p):
 
 
 def parse_args(argv=None):
+    # --help comes after the recipe's defaults, so that it shows them; no abbreviated flags, so that
+    # seeds.py and search.py can refuse the flags they set for each run by their full names
     p = OneLineErrorParser(description=__doc__.split("\n")[0], formatter_class=DefaultsHelpFormatter,
-                           add_help=False)  # --help comes after the recipe's defaults, so it shows them
+                           add_help=False, allow_abbrev=False)
     p.set_defaults(**{**REFERENCE_RECIPE, **DEFAULT_OPTIMIZER})
     add_run_flags(p)
     add_model_flags(p)
@@ -179,6 +181,8 @@ def parse_args(argv=None):
         p.error("--base-momentum must not exceed --max-momentum")
     if error := shape_error(args.model, args.width, args.channels):
         p.error(error)
+    if args.resume and not Path(args.resume).is_file():
+        p.error(f"--resume {args.resume}: no such file")
     if args.device != "auto" and not device_available(args.device):
         p.error(f"--device {args.device} is not available on this machine")
     args.out_dir = args.out_dir or str(Path("runs") / run_name(args, p) / f"seed{args.seed}")
@@ -425,9 +429,12 @@ def main(argv=None):
         save_results(args.out_dir, state, config, evaluation)
         return state.history
     except (TrainingStopped, KeyboardInterrupt) as stopped:  # Ctrl-C outside the loop: KeyboardInterrupt
-        epoch = state.epoch if state else 0
-        last = args.resume if epoch == resumed else checkpoint
-        print(f"train.py: {str(stopped) or 'interrupted'}\n{resume_hint(argv, epoch, last)}", file=sys.stderr)
+        if args.resume and resumed is None:  # stopped before the checkpoint was read: it is as it was
+            hint = f"{args.resume} is unchanged. Resume with:\n  {resume_command(argv, args.resume)}"
+        else:
+            epoch = state.epoch if state else 0
+            hint = resume_hint(argv, epoch, args.resume if epoch == resumed else checkpoint)
+        print(f"train.py: {str(stopped) or 'interrupted'}\n{hint}", file=sys.stderr)
         sys.exit(getattr(stopped, "exit_code", 128 + signal.SIGINT))
     except (DataError, WeightsError, OSError) as error:
         sys.exit(f"train.py: error: {error}")

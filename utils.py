@@ -7,6 +7,7 @@ first plot, so that using a model (predict.py) does not pay for it.
 
 import argparse
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -65,14 +66,16 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def bounded(kind, low, high=float("inf"), low_open=False):
-    """An argparse type: KIND within [low, high] (or (low, high] when low_open); never NaN."""
+    """An argparse type: KIND within [low, high] (or (low, high] when low_open); never NaN or infinite."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if not (low < value <= high if low_open else low <= value <= high):  # NaN fails both
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if not (low < value <= high if low_open else low <= value <= high):
             raise argparse.ArgumentTypeError(f"{text} is outside {'(' if low_open else '['}{low}, {high}]")
         return value
 

@@ -315,6 +315,18 @@ def test_a_checkpoint_given_as_weights_is_named_for_what_it_is(tmp_path):
                                 "use the weights.pt beside it")
 
 
+@pytest.mark.parametrize("broken", ["nan", "architecture"])
+def test_weights_that_are_not_numbers_or_name_no_network_are_one_line(tmp_path, broken):
+    state = Net().state_dict()
+    if broken == "nan":
+        state["classifier.weight"][0] = float("nan")
+    name = ["reference"] if broken == "architecture" else "reference"  # a list is no network's name
+    torch.save({"architecture": name, "state_dict": state}, tmp_path / "weights.pt")
+    with pytest.raises(WeightsError) as error:
+        load_model(tmp_path / "weights.pt")
+    assert "\n" not in str(error.value) and str(tmp_path / "weights.pt") in str(error.value)
+
+
 def test_importing_model_loads_no_other_module_of_the_project():
     project = {path.stem for path in ROOT.glob("*.py")}
     done = subprocess.run([sys.executable, "-c", "import sys, model; print(' '.join(sys.modules))"],

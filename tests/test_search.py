@@ -81,6 +81,16 @@ def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path, url):
     assert line.startswith(f"search.py: error: --storage {url}: ")
 
 
+def test_two_searches_on_one_storage_keep_their_own_studies(tmp_path):
+    storage = ["--storage", f"sqlite:///{tmp_path / 'shared.db'}"]
+
+    def study_name(out_dir):
+        args = search.parse_args(["--out-dir", str(tmp_path / out_dir), "--space", "optimizer", *storage])
+        return search.open_study(args).study_name
+
+    assert [study_name("first"), study_name("second")] == ["first", "second"]
+
+
 def test_a_trial_left_running_by_a_worker_that_is_gone_is_failed(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     study = optuna.create_study(storage=storage, direction="maximize")

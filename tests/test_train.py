@@ -32,7 +32,9 @@ def run_main(data_dir, out_dir, *extra):
     ["--epochs", "0"], ["--batch-size", "-1"], ["--no-such-flag"], ["--max-lr", "abc"],
     ["--pct-start", "1.5"], ["--dropout", "1"], ["--device", "tpu"], ["--lr", "0.01"],
     ["--base-momentum", "0.99", "--max-momentum", "0.9"], ["--holdout", "60000"], ["--width", "0"],
-    ["--model", "tiny", "--width", "0.5"],
+    ["--model", "tiny", "--width", "0.5"], ["--max-lr", "inf"], ["--weight-decay", "nan"],
+    ["--resu", "x.pt"],  # no abbreviations: seeds.py and search.py refuse --resume by its name
+    ["--resume", "no/such/checkpoint.pt"],
 ])
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -477,3 +479,16 @@ def test_ctrl_c_while_the_results_are_written_says_how_to_finish_from_the_checkp
     err = capsys.readouterr().err
     assert exit_info.value.code == 130 and err.startswith("train.py: interrupted\n")
     assert f"The last complete checkpoint is epoch 1: {tmp_path / 'checkpoint.pt'}" in err
+
+
+def test_ctrl_c_before_the_checkpoint_is_read_says_it_is_unchanged(synthetic_mnist, tmp_path, no_acquisition,
+                                                                   monkeypatch, capsys):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    (tmp_path / "given.pt").write_bytes(b"not read")
+    monkeypatch.setattr(TrainingState, "restore", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(synthetic_mnist, tmp_path / "out", "--epochs", "1", "--resume", str(tmp_path / "given.pt"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and f"{tmp_path / 'given.pt'} is unchanged. Resume with:" in err
