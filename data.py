@@ -257,7 +257,8 @@ class Augmentation:
     def __call__(self, images, generator, skeletons=None):
         """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU);
         with pen, SKELETONS (the images' skeleton(), N x 1 x H x W) give the redrawn ones.
-        Only the enabled parts draw, so adding one leaves the others' draws unchanged."""
+        The angles are always drawn; shifts, zooms and pen choices only where enabled, after
+        them, so that enabling one leaves the draws before it unchanged."""
         count, to = len(images), images.device
         angles = torch.empty(count).uniform_(-self.rotation, self.rotation, generator=generator)
         shifts = (torch.empty(count, 2).uniform_(-self.translate, self.translate, generator=generator)

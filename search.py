@@ -122,7 +122,9 @@ def suggest(trial, space, max_params=None):
         else:
             value = f"{trial.suggest_float(name, spec[0], spec[1], log=spec[2]):.3g}"
         if name in CHANNEL_SLOTS:
-            channels[name] = int(value)  # a choice's values are text
+            if not str(value).isdigit():  # a choice's values are text
+                raise ValueError(f"--param {name}: {value!r} is not a channel count")
+            channels[name] = int(value)
         else:
             flags[f"--{name}"] = str(value)
     if channels:  # the slots not searched keep the reference network's counts

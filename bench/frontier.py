@@ -31,10 +31,13 @@ PUBLIC_SINGLE_RUNS = [(3762, 99.52, "3,762: one run (a second run of it peaked a
 
 
 def size_row(folder, seeds=None):
-    result = json.loads((Path(folder) / "seeds.json").read_text())
+    try:
+        result = json.loads((Path(folder) / "seeds.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"frontier.py: error: {error}")
     runs = [run for run in result["runs"] if seeds is None or run["seed"] in seeds]
     if seeds is not None and len(runs) != len(seeds):
-        sys.exit(f"error: {folder} does not have every seed of {seeds}")
+        sys.exit(f"frontier.py: error: {folder} does not have every seed of {seeds}")
     finals = [run[f"final_{result['split']}_acc"] for run in runs]
     config = result["config"]
     return {"folder": str(folder), "model": config.get("model", "reference"),

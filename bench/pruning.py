@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import search  # noqa: E402
-from utils import OneLineErrorParser  # noqa: E402
+from utils import OneLineErrorParser, bounded  # noqa: E402
 
 
 def replay(trials, epochs):
@@ -42,10 +42,12 @@ def replay(trials, epochs):
 def main():
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("study", help="a study folder (its journal.log)")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of each seed's run")
-    p.add_argument("--winners", type=int, default=2)
+    p.add_argument("--epochs", type=bounded(int, 1), default=15, help="epochs of each seed's run")
+    p.add_argument("--winners", type=bounded(int, 1), default=2)
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not (Path(args.study) / "journal.log").is_file():
+        sys.exit(f"pruning.py: error: {args.study} holds no journal.log")
     storage = JournalStorage(JournalFileBackend(str(Path(args.study) / "journal.log")))
     study = optuna.load_study(study_name=None, storage=storage)  # the one study in the journal
     trials = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]

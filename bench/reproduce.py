@@ -13,19 +13,24 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seeds  # noqa: E402 (the project's modules are one folder up)
 from train import cpu_name  # noqa: E402
-from utils import OneLineErrorParser  # noqa: E402
+from utils import OneLineErrorParser, bounded  # noqa: E402
 
 
 def main(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("table", help="a folder with seeds.json")
     p.add_argument("--seeds", type=seeds.seed_list, required=True)
-    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--jobs", type=bounded(int, 1), default=1)
     args = p.parse_args(argv)
-    recorded = json.loads((Path(args.table) / "seeds.json").read_text())
+    try:
+        recorded = json.loads((Path(args.table) / "seeds.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"reproduce.py: error: {error}")
     runs = {run["seed"]: run for run in recorded["runs"]}
     out = Path("runs") / "reproduce" / Path(args.table).name
     seeds.main(["--seeds", ",".join(map(str, args.seeds)), "--jobs", str(args.jobs), "--out-dir", str(out),
@@ -33,7 +38,8 @@ def main(argv=None):
     differing = 0
     for seed in args.seeds:
         expected, got = runs[seed]["weights_sha256"], seeds.sha256_of(out / f"seed{seed}" / "weights.pt")
-        same_cpu = cpu_name() in (runs[seed]["cpu"] or "")
+        same_cpu = cpu_name() in (runs[seed]["cpu"] or "") and \
+            runs[seed].get("cpu_capability") in (None, torch.backends.cpu.get_cpu_capability())
         if expected is None:
             verdict = "no recorded SHA-256 to compare with"
         else:
