@@ -52,9 +52,9 @@ def seed_list(text):
     """'1-10', '3' or '1,4,7-9' -> a sorted list of distinct seeds."""
     seeds = set()
     for part in text.split(","):
-        low, _, high = part.partition("-")
+        low, dash, high = part.partition("-")
         try:
-            first, last = int(low), int(high or low)
+            first, last = int(low), int(high if dash else low)  # "1-" is a typo, not seed 1
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a list of seeds like 1-10 or 1,3,5") from None
         if first < 0 or last < first:

@@ -30,6 +30,7 @@ from data import read_split  # noqa: E402
 from images import load_grayscale, resize, to_mnist_digit  # noqa: E402
 from model import COMMITTED_WEIGHTS, load_model, normalize  # noqa: E402
 from predict import predict  # noqa: E402
+from utils import OneLineErrorParser  # noqa: E402
 
 OUT = ROOT / "results" / "paper"
 # name: (MNIST test index, the photo's style); robustness.PAPER's styles, each with its own seed
@@ -112,6 +113,7 @@ def pen_misreads(model, count=1000):
 
 
 if __name__ == "__main__":
+    OneLineErrorParser(description=__doc__.split("\n")[0]).parse_args()  # no flags; --help says what it does
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     model = load_model(COMMITTED_WEIGHTS)

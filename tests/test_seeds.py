@@ -255,6 +255,7 @@ def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "5-1"], "is not a range of seeds"),
     (["--seeds", "x"], "is not a list of seeds"),
+    (["--seeds", "1-"], "is not a list of seeds"),  # a typo, not seed 1
     (["--seed", "3"], "--seed is set by seeds.py"),
     (["--resu", "x.pt"], "unrecognized arguments: --resu"),  # train.py takes no abbreviation either
     (["--max-lr", "-1"], "--max-lr: -1 is outside"),
