@@ -12,8 +12,8 @@ The input contract is here too: a network reads 28x28 digits, light ink on black
 scaled to [0, 1] and then normalized with MNIST's mean and standard deviation
 (normalize). And reading weights files (load_model), as train.py writes them and
 predict.py, export.py and the page use them. Importing this module loads torch and the
-standard library only: copy it, and a network is usable without the rest of the project
-(its command, `python model.py`, also uses utils.py).
+standard library only, and so does its command (`python model.py`): copy it, and a network
+is usable without the rest of the project.
 """
 
 import argparse
@@ -299,17 +299,16 @@ def load_model(path, device="cpu"):
 
 
 if __name__ == "__main__":
-    # The command only: using a network needs no more than torch.
-    from utils import OneLineErrorParser, bounded
-
-    parser = OneLineErrorParser(description="Each layer's output size, receptive field, jump and parameters, "
-                                            "computed from the modules.")
+    parser = argparse.ArgumentParser(description="Each layer's output size, receptive field, jump and "
+                                                 "parameters, computed from the modules.")
+    parser.error = lambda message: parser.exit(2, f"model.py: error: {message} (see --help)\n")  # one line
     parser.add_argument("--model", choices=list(ARCHITECTURES), default="reference")
-    parser.add_argument("--width", type=bounded(float, 0, 8, low_open=True), default=1.0,
-                        help="scales the reference network's channel counts")
+    parser.add_argument("--width", type=float, default=1.0, help="scales the reference channel counts")
     parser.add_argument("--channels", type=channel_counts,
                         help="the reference network's seven channel counts, e.g. 16,10,10,10,10,16,16")
     args = parser.parse_args()
+    if not 0 < args.width <= 8:
+        parser.error(f"--width {args.width:g} is outside (0, 8]")
     if error := shape_error(args.model, args.width, args.channels):
         parser.error(error)
     network = Net(width=args.width, channels=args.channels) if args.model == "reference" else TinyNet()

@@ -140,10 +140,10 @@ def imported_packages(path, top_level_only=False):
     return {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names)
 
 
-def test_model_module_imports_only_torch_and_the_standard_library_helpers():
-    """model.py: torch, and utils for atomic writes and one-line errors; utils itself imports
+def test_model_module_imports_only_torch_and_the_standard_library():
+    """model.py, its command included: torch alone beside the standard library; utils imports
     nothing but the standard library when it loads (matplotlib comes with the first plot)."""
-    assert imported_packages(ROOT / "model.py") == {"torch", "utils"}
+    assert imported_packages(ROOT / "model.py") == {"torch"}
     assert imported_packages(ROOT / "utils.py", top_level_only=True) == set()
 
 
