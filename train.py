@@ -1,4 +1,4 @@
-"""Train the reference 7,544-parameter network on MNIST: 15 epochs, 99.46% mean test accuracy.
+"""Train the reference 7,544-parameter MNIST network in 15 epochs (results over seeds: README).
 
     python train.py                          # the default recipe, seed 1; writes runs/default/seed1/
     python train.py --seed 2 --threads 1     # another seed, one CPU thread
