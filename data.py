@@ -44,6 +44,7 @@ import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -250,16 +251,27 @@ class Augmentation:
     scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
     interpolation: str = "nearest"  # or "bilinear"
     pen: float = 0.0  # the fraction of digits redrawn as a fine pen's line (pen_lines), before moving
+    # For other people's hands (results/handwriting): each digit its own draw, 0 is off.
+    shear: float = 0.0  # +/- degrees of slant
+    aspect: float = 0.0  # width / height times a factor in [1 / (1 + aspect), 1 + aspect]
+    elastic: float = 0.0  # px: a smooth random displacement field's largest step (elastic_field)
+    stroke: float = 0.0  # strokes grown or thinned by up to this fraction of one pixel a side (restroke)
+    noise: float = 0.0  # Gaussian noise of sd up to this (of full scale), clipped, after moving
 
     def __bool__(self):
-        return bool(self.rotation or self.translate or self.scale or self.pen)
+        return any(value for name, value in vars(self).items() if name != "interpolation")
 
     def __call__(self, images, generator, skeletons=None):
         """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU);
         with pen, SKELETONS (the images' skeleton(), N x 1 x H x W) give the redrawn ones.
-        The angles are always drawn; shifts, zooms and pen choices only where enabled, after
-        them, so that enabling one leaves the draws before it unchanged."""
+        The angles are always drawn; everything else only where enabled, in the order of the
+        fields, so that enabling one leaves the draws before it unchanged."""
         count, to = len(images), images.device
+
+        def draw(size, *shape, low=-1.0):  # SIZE times uniform draws in [low, 1]; None if SIZE is 0
+            return size * torch.empty(count, *shape).uniform_(low, 1, generator=generator).to(to) if size \
+                else None
+
         angles = torch.empty(count).uniform_(-self.rotation, self.rotation, generator=generator)
         shifts = (torch.empty(count, 2).uniform_(-self.translate, self.translate, generator=generator)
                   if self.translate else None)
@@ -271,8 +283,51 @@ class Augmentation:
             redrawn = (torch.rand(count, generator=generator) < self.pen).to(to)
             # every digit's line, kept where drawn: a boolean index would wait for the device
             images = torch.where(redrawn.view(-1, 1, 1, 1), pen_lines(skeletons), images)
-        return transform(images, angles.to(to), None if shifts is None else shifts.to(to),
-                         None if zooms is None else zooms.to(to), self.interpolation)
+        shears, aspects, steps = draw(self.shear), draw(self.aspect), draw(self.elastic, 2, 4, 4)
+        strokes, sds = draw(self.stroke), draw(self.noise, low=0.0)
+        if strokes is not None:
+            images = restroke(images, strokes)
+        images = transform(images, angles.to(to), None if shifts is None else shifts.to(to),
+                           None if zooms is None else zooms.to(to), self.interpolation, shears,
+                           None if aspects is None else (1 + self.aspect) ** (aspects / self.aspect),
+                           None if steps is None else elastic_field(steps, images.shape[-2:]))
+        if sds is None:
+            return images
+        noise = torch.randn(images.shape, generator=generator).to(to)
+        return (images + sds.view(-1, 1, 1, 1) * noise).clamp(0, 1)
+
+
+def restroke(images, amounts):
+    """Each image's strokes grown (amount > 0) or thinned (< 0) by |amount| of a pixel on each
+    side: a blend towards the grey-level maximum (or minimum) over the pixel's 3x3 cross,
+    stretched to peak at 1."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1))
+    cross = torch.stack([padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                         for dy, dx in ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))])
+    amounts = amounts.view(-1, 1, 1, 1)
+    target = torch.where(amounts > 0, cross.amax(0), cross.amin(0))
+    blend = images + amounts.abs() * (target - images)
+    return blend / blend.amax((2, 3), keepdim=True).clamp(min=1e-6)  # ink peaks at 1 again, as in MNIST
+
+
+def elastic_field(steps, size):
+    """(N, 2, h, w) steps in px at a coarse grid of control points -> a smooth (N, H, W, 2)
+    displacement in grid_sample's units, bicubic between the points (Simard et al. 2003 smooth
+    a dense random field with a Gaussian; a coarse grid gives the same smooth warp for fewer draws).
+    Bicubic interpolation is separable: one (H, h) and one (W, w) matrix of weights."""
+    (height, width), (rows, columns) = size, steps.shape[-2:]
+    down, across = (cubic_weights(count, length).to(steps.device) for count, length in ((rows, height),
+                                                                                      (columns, width)))
+    per_px = torch.tensor([2 / width, 2 / height], device=steps.device).view(1, 2, 1, 1)  # grids span 2
+    return (down @ steps @ across.T * per_px).permute(0, 2, 3, 1)
+
+
+@cache
+def cubic_weights(count, length):
+    """The (LENGTH, COUNT) weights that interpolate COUNT evenly spaced values bicubically to LENGTH."""
+    units = torch.eye(count).view(count, 1, count, 1).expand(count, 1, count, 2)
+    return F.interpolate(units, size=(length, 2), mode="bicubic", align_corners=True)[:, 0, :, 0].T
 
 
 # A pixel's 8 neighbours, clockwise from north: bit i of its neighbourhood's byte is NEIGHBOURS[i].
@@ -334,19 +389,29 @@ def pen_lines(skeletons):
     return soft / soft.amax((2, 3), keepdim=True).clamp(min=1e-6)
 
 
-def transform(images, angles, shifts=None, zooms=None, mode="nearest"):
+def transform(images, angles, shifts=None, zooms=None, mode="nearest", shears=None, aspects=None,
+              displacements=None):
     """Rotate image i counter-clockwise by angles[i] degrees about its centre (as
-    torchvision's rotate does), zoom it by zooms[i] and shift it by shifts[i]
-    (fractions of its width and height); what comes in from outside is 0."""
+    torchvision's rotate does), slant it by shears[i] degrees, stretch its width by aspects[i]
+    and its height by 1 / aspects[i], zoom it by zooms[i], shift it by shifts[i] (fractions of
+    its width and height), then move every pixel by DISPLACEMENTS (elastic_field); what comes
+    in from outside is 0."""
     radians = torch.deg2rad(angles)
     cos, sin, zero = radians.cos(), radians.sin(), torch.zeros_like(radians)
     # affine_grid maps each output pixel to where it samples the input: the inverse transform.
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    if shears is not None:  # an output pixel (x, y) samples x + tan(shear) y: a slant
+        slant = torch.tan(torch.deg2rad(shears)).view(-1, 1, 1)
+        theta = torch.cat([theta[:, :, :1], theta[:, :, :1] * slant + theta[:, :, 1:2], theta[:, :, 2:]], 2)
+    if aspects is not None:
+        theta = theta * torch.stack([1 / aspects, aspects, torch.ones_like(aspects)], 1).view(-1, 1, 3)
     if zooms is not None:
         theta = theta / zooms.view(-1, 1, 1)
     if shifts is not None:  # grid units span 2 per image side, so a fraction f moves 2f
         theta[:, :, 2] = -(theta[:, :, :2] @ (2 * shifts).unsqueeze(2)).squeeze(2)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if displacements is not None:
+        grid = grid + displacements
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 

@@ -96,7 +96,7 @@ NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "r
 
 # Flags added after runs were recorded, with the value those runs had: a history.json without
 # the entry ran with it.
-ADDED_LATER = {"pen": 0.0}
+ADDED_LATER = {"pen": 0.0, "shear": 0.0, "aspect": 0.0, "elastic": 0.0, "stroke": 0.0, "noise": 0.0}
 
 
 def as_flags(settings):
@@ -143,6 +143,15 @@ def add_model_flags(p):
     add("--interpolation", choices=["nearest", "bilinear"], default="bilinear", help="augmentation's")
     add("--pen", type=bounded(float, 0, 1), default=0.0, metavar="FRACTION",
         help="redraw this fraction of the digits as a fine pen's line along their skeleton (data.py)")
+    # Other people's hands (data.Augmentation; chosen in results/handwriting): off unless a recipe sets them.
+    add("--shear", type=bounded(float, 0, 45), default=0.0, help="random slant, +/- degrees")
+    add("--aspect", type=bounded(float, 0, 1), default=0.0,
+        help="width/height times a random factor in [1 / (1 + ASPECT), 1 + ASPECT]")
+    add("--elastic", type=bounded(float, 0, 4), default=0.0, metavar="PIXELS",
+        help="a smooth random warp whose steps reach +/- PIXELS")
+    add("--stroke", type=bounded(float, 0, 1), default=0.0, metavar="PIXELS",
+        help="grow or thin every stroke by a random amount up to PIXELS a side")
+    add("--noise", type=bounded(float, 0, 1), default=0.0, metavar="SD", help="Gaussian noise, sd up to SD")
     add("--ema", type=bounded(float, 0, 1), default=0.999, metavar="DECAY",
         help="evaluate and save a moving average of the weights with this decay a step; 0: off")
 
@@ -376,7 +385,7 @@ def setup(args):
     if args.deterministic:
         make_deterministic()
     torch.manual_seed(args.seed)
-    augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation, args.pen)
+    augment = Augmentation(*(getattr(args, name) for name in Augmentation.__dataclass_fields__))
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
                                              holdout=args.holdout, **sizes)
     model = make_model(args).to(device)

@@ -5,6 +5,7 @@ skeletons against a plain thinning."""
 import gzip
 import hashlib
 import io
+import math
 import multiprocessing
 import os
 import pickle
@@ -451,6 +452,52 @@ def test_pen_redraws_the_chosen_digits_from_their_skeletons_after_the_other_draw
     loader = InMemoryLoader(pixels, torch.arange(40), 40, CPU, shuffle=True, augment=Augmentation(pen=1.0))
     batch, order = next(iter(loader))
     assert torch.allclose(batch, normalize(lines[order]), atol=1e-5)
+
+
+HANDWRITING = {"shear": 20.0, "aspect": 0.3, "elastic": 2.0, "stroke": 0.8, "noise": 0.3}
+
+
+@pytest.mark.parametrize("name", HANDWRITING)
+def test_each_handwriting_augmentation_changes_the_images_and_leaves_the_rest_alone(name):
+    """Each one is off at 0; on, it changes most digits, keeps the range, and leaves the labels,
+    the order and every draw before its own (the rotation's angles) as they were."""
+    pixels, labels = (torch.from_numpy(part) for part in synthetic_digits(64, seed=5))
+    images = to_unit_interval(pixels)
+    rotated = Augmentation(10, interpolation="bilinear")
+    augment = Augmentation(10, interpolation="bilinear", **{name: HANDWRITING[name]})
+    assert not Augmentation(**{name: 0.0}) and Augmentation(**{name: HANDWRITING[name]})
+    before, after = (a(images, torch.Generator().manual_seed(3)) for a in (rotated, augment))
+    assert after.shape == before.shape and after.min() >= 0 and after.max() <= 1
+    assert (after - before).abs().flatten(1).amax(1).gt(0.05).float().mean() > 0.9
+    plain, moved = (InMemoryLoader(pixels, labels, 16, CPU, shuffle=True, augment=a, seed=5)
+                    for a in (rotated, augment))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(plain, moved))
+
+
+def test_shear_aspect_and_stroke_move_the_ink_as_asked():
+    bar = torch.zeros(1, 1, 28, 28)
+    bar[0, 0, 6:22, 13:15] = 1.0  # a vertical stroke 2 px wide, 16 tall
+    none = torch.zeros(1)
+    slanted = transform(bar, none, shears=torch.tensor([30.0]), mode="bilinear")[0, 0]
+    top, bottom = (row.nonzero().float().mean() for row in (slanted[7], slanted[20]))
+    assert abs(abs(top - bottom) - 13 * math.tan(math.radians(30))) < 1  # the top leans 7.5 px off
+    wide = transform(bar, none, aspects=torch.tensor([2.0]), mode="bilinear")[0, 0]
+    assert (wide[14] > 0.5).sum() == 4 and (wide[:, 14] > 0.5).sum() == 8  # twice as wide, half as tall
+    grown = data.restroke(bar, torch.tensor([1.0]))[0, 0]
+    assert (grown > 0.5).sum() == 4 * 16 + 2 * 2 and grown.max() == 1  # a pixel more on every side
+    soft = torch.zeros(1, 1, 28, 28)
+    soft[0, 0, 6:22, 12:15] = torch.tensor([0.5, 1.0, 0.5])  # 3 px wide, MNIST's soft edges
+    thinned, half = data.restroke(soft.expand(2, -1, -1, -1), torch.tensor([-1.0, -0.5]))[:, 0]
+    assert thinned[14].tolist() == [0.0] * 13 + [1.0] + [0.0] * 14  # a line 1 px wide, ink peaking at 1
+    assert half.max() == 1 and thinned.sum() < half.sum() < soft.sum()
+
+
+def test_elastic_warp_is_smooth_and_reaches_its_size():
+    steps = torch.zeros(1, 2, 4, 4)
+    steps[0, 0, 1, 2] = 3.0  # one control point 3 px right
+    field = data.elastic_field(steps, (28, 28))[0] * 14  # grid units to px
+    assert field[..., 1].abs().max() == 0 and field[..., 0].max() == pytest.approx(3.0, abs=1e-5)
+    assert (field[..., 0].diff(dim=0).abs().max() < 0.6) and (field[..., 0].diff(dim=1).abs().max() < 0.6)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--bogus"]])

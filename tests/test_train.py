@@ -337,7 +337,10 @@ def same_weights(a, b):
 
 
 @pytest.mark.parametrize("signum, flags", [
-    (signal.SIGINT, ["--ema", "0.999"]), (signal.SIGTERM, ["--ema", "0"]), (signal.SIGINT, ["--pen", "0.5"])])
+    (signal.SIGINT, ["--ema", "0.999"]), (signal.SIGTERM, ["--ema", "0"]), (signal.SIGINT, ["--pen", "0.5"]),
+    (signal.SIGINT, ["--shear", "20", "--aspect", "0.3", "--elastic", "2", "--stroke", "0.8",
+                     "--noise", "0.3"]),
+])
 def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
         synthetic_mnist, tmp_path, no_acquisition, monkeypatch, capsys, signum, flags):
     whole = run(synthetic_mnist, tmp_path / "whole", *flags)
@@ -359,8 +362,11 @@ def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
 
 
 def test_a_run_recorded_before_a_flag_existed_counts_with_the_value_it_ran_with():
-    before_pen = {k: v for k, v in train.run_config(train.parse_args([])).items() if k != "pen"}
-    assert train.changed_settings(before_pen, train.run_config(train.parse_args([]))) == []
+    config = train.run_config(train.parse_args([]))
+    before_pen = {k: v for k, v in config.items() if k not in train.ADDED_LATER}
+    assert train.changed_settings(before_pen, config) == []
+    assert train.changed_settings(before_pen, train.run_config(train.parse_args(["--noise", "0.2"]))) == [
+        "noise 0.0 (now 0.2)"]
     assert train.changed_settings(before_pen, train.run_config(train.parse_args(["--pen", "0.25"]))) == [
         "pen 0.0 (now 0.25)"]
 
