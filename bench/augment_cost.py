@@ -20,7 +20,8 @@ from utils import OneLineErrorParser, bounded  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every augmentation at the top of the ranges the study searches (results/handwriting), pen included.
-ALL_ON = ["--shear", "30", "--aspect", "0.4", "--elastic", "3", "--stroke", "1", "--noise", "0.5", "--pen", "0.5"]
+ALL_ON = ["--shear", "30", "--aspect", "0.4", "--elastic", "3", "--stroke", "1", "--noise", "0.5",
+          "--pen", "0.5"]
 
 
 def epoch_seconds(flags, args, folder):

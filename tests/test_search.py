@@ -2,6 +2,7 @@
 resumed, shared by two workers, kept in SQLite, pruned, and kept under a parameter budget."""
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -16,10 +17,11 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+import robustness
 import search
 import seeds
 from conftest import TRAIN_WITHOUT_ACQUISITION
-from model import Net
+from model import Net, load_model
 
 SEARCH = Path(__file__).resolve().parent / "search_without_acquisition.py"  # its runs skip acquisition
 
@@ -253,3 +255,27 @@ def test_prune_reads_each_epoch_from_epochs_json_and_stops_the_run_with_its_chec
     assert trial.user_attrs["pruned_at"] == "seed 1, epoch 1"
     assert len(epochs) < 30 and not (folder / "history.json").exists()  # stopped, after its batch
     assert "stopped by SIGINT" in (folder / "train.log").read_text() and (folder / "checkpoint.pt").exists()
+
+
+def test_an_off_mnist_study_starts_from_the_default_and_reports_its_pareto_front(synthetic_mnist, tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(seeds, "TRAIN_PY", TRAIN_WITHOUT_ACQUISITION)
+    monkeypatch.setattr(search, "ensure_mnist", lambda data_dir: None)  # synthetic digits, not MNIST's
+    monkeypatch.setattr(robustness, "suite", functools.partial(robustness.suite, count=30, font_count=20))
+    argv = ["--out-dir", str(tmp_path / "study"), "--off-mnist", "--param", "stroke=0.0:1.0",
+            "--param", "rotation=5.0:30.0", "--data-dir", str(synthetic_mnist), "--holdout", "56",
+            "--threads", "1", "--seeds", "1-2", "--epochs", "1", "--trials", "2", "--sampler-seed", "1"]
+    with pytest.raises(SystemExit):
+        search.parse_args([*argv, "--prune"])
+    search.main(argv)
+    trials = load(tmp_path / "study").trials
+    assert trials[0].params == {"stroke": 0.0, "rotation": 7.0}  # train.py's defaults
+    assert [len(t.values) for t in trials] == [2, 2]
+    kinds = robustness.suite(synthetic_mnist, 56)
+    runs = tmp_path / "study" / "runs" / search.run_name(trials[1].user_attrs["flags"])
+    scores = [robustness.suite_scores(load_model(runs / f"seed{seed}" / "weights.pt"), kinds)["mean"]
+              for seed in (1, 2)]
+    assert trials[1].values[1] == pytest.approx(sum(scores) / 2)  # the suite's mean over the seeds
+    assert list(trials[1].user_attrs["off_mnist_by_seed"].values()) == pytest.approx(scores)
+    assert "The Pareto front" in (tmp_path / "study" / "trials.md").read_text()
+    assert (tmp_path / "study" / "pareto.png").exists()
