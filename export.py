@@ -19,7 +19,7 @@ import torch
 
 from data import DataError, ensure_mnist, normalized, read_split
 from model import COMMITTED_WEIGHTS, WeightsError, load_model
-from utils import OneLineErrorParser, atomic_write_bytes, bounded
+from utils import OneLineErrorParser, atomic_write_bytes, bounded, output_file
 
 MAX_ABS_DIFF = 1e-4
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p = OneLineErrorParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(COMMITTED_WEIGHTS),
                    help="weights.pt from train.py, of either network (default: the committed trained model)")
-    p.add_argument("--output", default="model.onnx")
+    p.add_argument("--output", type=output_file, default="model.onnx")
     p.add_argument("--data-dir", default="data", help="MNIST, for the parity check")
     p.add_argument("--batch-size", type=bounded(int, 1), default=1000)
     return p.parse_args(argv)

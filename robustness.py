@@ -55,7 +55,7 @@ from PIL import Image, ImageDraw, ImageFont
 from data import DataError, ensure_mnist, read_splits, skeleton, to_unit_interval, transform
 from images import InputError, resize, to_gray_array, to_mnist_digit
 from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
-from utils import OneLineErrorParser, atomic_write, atomic_write_json, bounded
+from utils import OneLineErrorParser, atomic_write, atomic_write_json, bounded, output_file
 
 # The font digits' fonts, pinned by name: files inside matplotlib (a requirement), read from its data
 # folder only, so that the font score is the same on every machine; fonts_sha256 records their bytes.
@@ -303,13 +303,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=bounded(int, 0), default=0, help="the benchmark's draws, not the model's")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
-    p.add_argument("--output", metavar="PATH", help="also write them here, as JSON")
+    p.add_argument("--output", type=output_file, metavar="PATH", help="also write them here, as JSON")
     args = p.parse_args(argv)
     if args.holdout and args.split != "val":
         p.error("--holdout applies to --split val only")
     args.holdout = args.holdout or 10000
-    if args.output and not Path(args.output).resolve().parent.is_dir():
-        p.error(f"--output {args.output}: its folder does not exist")
     return args
 
 

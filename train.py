@@ -425,8 +425,8 @@ def main(argv=None):
     checkpoint, resumed, state = Path(args.out_dir) / "checkpoint.pt", None, None
     try:
         refuse_to_replace(args, argv)
+        state, train_loader, eval_loader, config = setup(args)  # MNIST first: no empty folder without it
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # fail now, not after training
-        state, train_loader, eval_loader, config = setup(args)
         print_summary(state.model)
         print("Config:", json.dumps(config, indent=2))
         if args.resume:

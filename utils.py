@@ -65,6 +65,13 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+def output_file(text):
+    """An argparse type: a file to write, refused at once if it names a folder (a missing folder is made)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    return text
+
+
 def bounded(kind, low, high=float("inf"), low_open=False):
     """An argparse type: KIND within [low, high] (or (low, high] when low_open); never NaN or infinite."""
 

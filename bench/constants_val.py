@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import images  # noqa: E402
 import robustness  # noqa: E402
 from bench.paper_val import constant, holdout_network  # noqa: E402
-from data import read_split, to_unit_interval  # noqa: E402
+from data import DataError, read_split, to_unit_interval  # noqa: E402
 from utils import OneLineErrorParser, atomic_write_json, bounded  # noqa: E402
 
 GRID = {"PAPER_WINDOW": (0.3, 0.5), "FAINT_INK": (0.5, 0.8), "HEAVY_STROKE": (2.5, 3.5)}
@@ -109,7 +109,10 @@ def main(argv=None):
     if len({holdout for _, holdout, _ in networks.values()}) > 1:
         sys.exit("constants_val.py: error: the weights hold out different counts")
     holdout = next(iter(networks.values()))[1]
-    pixels, labels = (part[-holdout:][:args.count] for part in read_split(args.data_dir, train=True))
+    try:
+        pixels, labels = (part[-holdout:][:args.count] for part in read_split(args.data_dir, train=True))
+    except (DataError, OSError) as error:
+        sys.exit(f"constants_val.py: error: {error}")
     setups = settings(args.set)
     scores = score({weights: model for weights, (model, _, _) in networks.items()}, to_unit_interval(pixels),
                    labels, setups, args.seed, args.font_count)

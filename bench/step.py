@@ -59,7 +59,7 @@ from data import (  # noqa: E402
 )
 from model import Dropout, Net  # noqa: E402
 from train import StopOnSignal, cpu_name, pick_device, sizes_for  # noqa: E402
-from utils import OneLineErrorParser, atomic_write_json, bounded  # noqa: E402
+from utils import OneLineErrorParser, atomic_write_json, bounded, output_file  # noqa: E402
 
 
 @dataclass
@@ -261,13 +261,11 @@ def parse_args(argv=None):
     p.add_argument("--test-batch-size", type=bounded(int, 1), default=None, help="default: as train.py")
     p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--output", default="bench.json", help="where the results go, as JSON")
+    p.add_argument("--output", type=output_file, default="bench.json", help="where the results go, as JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 60, 3
     args.candidates = list(dict.fromkeys(args.candidates.split(",")))  # each once, in order
-    if not Path(args.output).resolve().parent.is_dir():
-        p.error(f"--output {args.output}: its folder does not exist")
     unknown = [name for name in args.candidates if name not in CANDIDATES]
     if unknown:
         p.error(f"unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")

@@ -152,11 +152,12 @@ def test_unreadable_weights_are_one_line(tmp_path):
     assert message.startswith("robustness.py: error:") and "\n" not in message
 
 
-def test_an_output_in_a_missing_folder_is_one_line(tmp_path, capsys):
+def test_an_output_that_is_a_folder_is_one_line_before_any_work(tmp_path, capsys):
+    assert robustness.parse_args(["--output", str(tmp_path / "new" / "r.json")]).output  # a folder is made
     with pytest.raises(SystemExit) as exit_info:
-        robustness.parse_args(["--output", str(tmp_path / "no" / "r.json")])
+        robustness.parse_args(["--output", str(tmp_path)])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "its folder does not exist" in err
+    assert exit_info.value.code == 2 and "is a folder, not a file" in err
     assert len(err.strip().splitlines()) == 1
 
 

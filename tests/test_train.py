@@ -203,6 +203,7 @@ def test_missing_data_exits_with_one_line_and_no_partial_file(tmp_path, monkeypa
     assert "could not obtain MNIST" in str(exit_info.value.code)
     assert str(data.raw_dir(tmp_path / "data")) in str(exit_info.value.code)
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [".mnist.lock"]
+    assert not (tmp_path / "out").exists()  # no empty run folder either
 
 
 def test_command_line_error_has_no_traceback():
