@@ -261,9 +261,9 @@ class Augmentation:
     def __bool__(self):
         return any(value for name, value in vars(self).items() if name != "interpolation")
 
-    def __call__(self, images, generator, skeletons=None):
+    def __call__(self, images, generator, lines=None):
         """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU);
-        with pen, SKELETONS (the images' skeleton(), N x 1 x H x W) give the redrawn ones.
+        with pen, LINES (the images' pen_lines(), N x 1 x H x W) are the redrawn ones.
         The angles are always drawn; everything else only where enabled, in the order of the
         fields, so that enabling one leaves the draws before it unchanged."""
         count, to = len(images), images.device
@@ -278,11 +278,11 @@ class Augmentation:
         zooms = (torch.empty(count).uniform_(1 - self.scale, 1 + self.scale, generator=generator)
                  if self.scale else None)
         if self.pen:
-            if skeletons is None:
-                raise ValueError("a pen augmentation needs the images' skeletons")
+            if lines is None:
+                raise ValueError("a pen augmentation needs the images' pen lines")
             redrawn = (torch.rand(count, generator=generator) < self.pen).to(to)
             # every digit's line, kept where drawn: a boolean index would wait for the device
-            images = torch.where(redrawn.view(-1, 1, 1, 1), pen_lines(skeletons), images)
+            images = torch.where(redrawn.view(-1, 1, 1, 1), lines, images)
         shears, aspects, steps = draw(self.shear), draw(self.aspect), draw(self.elastic, 2, 4, 4)
         strokes, sds = draw(self.stroke), draw(self.noise, low=0.0)
         if strokes is not None:
@@ -427,8 +427,10 @@ class InMemoryLoader:
         self.pixels, self.labels = pixels.to(device), labels.to(device)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.generator = torch.Generator().manual_seed(seed)
-        # The pen's lines follow each digit's skeleton: thinned once, here (MNIST's ink: above half).
-        self.skeletons = skeleton(self.pixels > 127).unsqueeze(1) if augment and augment.pen else None
+        # The pen's lines follow each digit's skeleton (MNIST's ink: above half): drawn once, here, a
+        # batch at a time as they were drawn when each batch drew its own.
+        self.pen_lines = torch.cat([pen_lines(skeleton(part > 127).unsqueeze(1)) for part in
+                                    self.pixels.split(batch_size)]) if augment and augment.pen else None
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
@@ -440,8 +442,8 @@ class InMemoryLoader:
         for index in order.split(self.batch_size):
             images = to_unit_interval(self.pixels[index])
             if self.augment:
-                skeletons = None if self.skeletons is None else self.skeletons[index]
-                images = self.augment(images, self.generator, skeletons)
+                lines = None if self.pen_lines is None else self.pen_lines[index]
+                images = self.augment(images, self.generator, lines)
             yield normalize(images), self.labels[index]
 
 

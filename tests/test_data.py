@@ -440,14 +440,14 @@ def test_pen_redraws_the_chosen_digits_from_their_skeletons_after_the_other_draw
     lines = pen_lines(skeletons)
     assert lines.amax((1, 2, 3)).eq(1).all() and (lines[skeletons] > 0.5).all()
     assert ((lines > 0.5) & ~skeletons).any() and ((lines > 0) & (lines < 0.5)).any()  # grown, soft edges
-    every = Augmentation(pen=1.0)(images, torch.Generator().manual_seed(1), skeletons)
+    every = Augmentation(pen=1.0)(images, torch.Generator().manual_seed(1), lines)
     assert torch.allclose(every, lines, atol=1e-6)  # no rotation asked: only redrawn
     generators = [torch.Generator().manual_seed(2) for _ in range(2)]
     rotated = Augmentation(10, interpolation="bilinear")(images, generators[0])
-    half = Augmentation(10, interpolation="bilinear", pen=0.5)(images, generators[1], skeletons)
+    half = Augmentation(10, interpolation="bilinear", pen=0.5)(images, generators[1], lines)
     same = (half == rotated).flatten(1).all(1)
     assert 8 < same.sum() < 32  # about half redrawn; the others rotated by the same angles
-    with pytest.raises(ValueError, match="needs the images' skeletons"):
+    with pytest.raises(ValueError, match="needs the images' pen lines"):
         Augmentation(pen=0.5)(images, torch.Generator())
     loader = InMemoryLoader(pixels, torch.arange(40), 40, CPU, shuffle=True, augment=Augmentation(pen=1.0))
     batch, order = next(iter(loader))
