@@ -384,7 +384,8 @@ def main(argv=None):
 
 def write_report(study, args):
     """OUT_DIR/trials.md (counts, importances, the best trials as train.py commands),
-    history.png and importance.png; with two objectives, the Pareto front and pareto.png."""
+    history.png and importance.png; with two objectives, the Pareto front, every trial's
+    scores by kind (kinds_table) and pareto.png."""
     import warnings
 
     pyplot()  # matplotlib with the Agg backend, before Optuna's plots import it
@@ -420,6 +421,8 @@ def write_report(study, args):
                             *(part for item in t.user_attrs["flags"].items() for part in item)])
         lines.append(f"| {rank} | {t.number} | {' | '.join(cells)} | "
                      f"{t.user_attrs.get('parameters', '')} | `{command}` |")
+    if two:
+        lines += kinds_table(study)
     atomic_write(folder / "trials.md", lambda f: f.write("\n".join(lines).encode() + b"\n"))
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the matplotlib plots'
     if done and two:
@@ -431,6 +434,22 @@ def write_report(study, args):
         save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
                     folder / "importance.png")
     print("\n".join(lines), f"\nWrote {folder / 'trials.md'}", sep="")
+
+
+def kinds_table(study):
+    """Markdown lines: every complete trial of a two-objective study, by its off-MNIST value,
+    with its MNIST value, each kind of the suite (the mean over its seeds), and whether it is on the front."""
+    done = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: -t.values[1])
+    if not done:
+        return []
+    kinds, front = list(done[0].user_attrs["off_mnist_kinds"]), {t.number for t in study.best_trials}
+    lines = ["", "Every complete trial, each kind of the suite (mean over the seeds, %):", "",
+             f"| trial | front | MNIST | suite | {' | '.join(kinds)} |", "| --- " * (len(kinds) + 4) + "|"]
+    for t in done:
+        cells = [str(t.number), "yes" * (t.number in front), *(f"{value:.2f}" for value in t.values),
+                 *(f"{t.user_attrs['off_mnist_kinds'][kind]:.1f}" for kind in kinds)]
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -277,5 +277,6 @@ def test_an_off_mnist_study_starts_from_the_default_and_reports_its_pareto_front
               for seed in (1, 2)]
     assert trials[1].values[1] == pytest.approx(sum(scores) / 2)  # the suite's mean over the seeds
     assert list(trials[1].user_attrs["off_mnist_by_seed"].values()) == pytest.approx(scores)
-    assert "The Pareto front" in (tmp_path / "study" / "trials.md").read_text()
+    report = (tmp_path / "study" / "trials.md").read_text()
+    assert "The Pareto front" in report and "| trial | front | MNIST | suite | clean | shift |" in report
     assert (tmp_path / "study" / "pareto.png").exists()
