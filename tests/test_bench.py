@@ -1,7 +1,7 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
-bench/frontier.py, bench/screening_table.py and bench/paper_val.py on hand-made outputs. Each runs
-as a process: the tests import nothing from bench/. bench/readme.py: README's results table agrees
-with results/."""
+bench/frontier.py, bench/screening_table.py, bench/paper_val.py and bench/handwriting_pick.py on
+hand-made outputs. Each runs as a process: the tests import nothing from bench/. bench/readme.py:
+README's results table agrees with results/."""
 
 import csv
 import io
@@ -207,3 +207,41 @@ def test_paper_val_scores_held_out_photos_per_weights_file(synthetic_mnist, tmp_
     assert refused.returncode == 1
     assert refused.stderr.strip() == f"paper_val.py: error: {everything} trained on every training image: " \
                                      "no held-out digit"
+
+
+def recipe_runs(folder, val_accs):
+    """seed1/, seed2/, ... of untrained networks whose last three epochs read VAL_ACCS[i] at lowest."""
+    for seed, val_acc in enumerate(val_accs, 1):
+        run = folder / f"seed{seed}"
+        run.mkdir(parents=True)
+        torch.manual_seed(seed)
+        save_weights(run / "weights.pt", Net())
+        epochs = [{"val_acc": val_acc + 0.1}, {"val_acc": val_acc}, {"val_acc": val_acc + 0.2}]
+        (run / "history.json").write_text(json.dumps({"config": {"holdout": 56}, "epochs": epochs}))
+    return str(folder)
+
+
+def handwriting_pick(data_dir, *folders):
+    command = [sys.executable, "bench/handwriting_pick.py", *folders, "--data-dir", str(data_dir),
+               "--count", "20", "--font-count", "10"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_handwriting_rule_prefers_the_suite_within_the_noise_then_a_close_one(synthetic_mnist, tmp_path):
+    default = recipe_runs(tmp_path / "default", [99.0, 99.1, 99.2])
+    same = recipe_runs(tmp_path / "same", [99.0, 99.1, 99.2])  # d = 0 on every seed: within the noise
+    close = recipe_runs(tmp_path / "close", [98.95, 99.05, 99.15])  # d = -0.05, SE 0: not within, but close
+    far = recipe_runs(tmp_path / "far", [98.8, 98.9, 99.0])
+    done = handwriting_pick(synthetic_mnist, default, same, close, far)
+    assert done.returncode == 0, done.stderr
+    assert "| same | 99.100 |" in done.stdout and "| +0.000 | 0.000 | 99.00, 99.10, 99.20 |" in done.stdout
+    assert done.stdout.strip().endswith("The rule picks: same, which becomes the default.")
+    assert handwriting_pick(synthetic_mnist, default, close, far).stdout.strip().endswith(
+        "The rule picks: close, which becomes --recipe robust.")
+    assert handwriting_pick(synthetic_mnist, default, far).stdout.strip().endswith(
+        "The rule picks: none, which becomes nothing: the default stays.")
+    (tmp_path / "far" / "seed3" / "history.json").unlink()
+    (tmp_path / "far" / "seed2" / "history.json").unlink()
+    refused = handwriting_pick(synthetic_mnist, default, far)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "handwriting_pick.py: error: 1 paired seed(s) finished in every folder; need 2")
