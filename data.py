@@ -269,8 +269,9 @@ class Augmentation:
         count, to = len(images), images.device
 
         def draw(size, *shape, low=-1.0):  # SIZE times uniform draws in [low, 1]; None if SIZE is 0
-            return size * torch.empty(count, *shape).uniform_(low, 1, generator=generator).to(to) if size \
-                else None
+            if not size:
+                return None
+            return size * torch.empty(count, *shape).uniform_(low, 1, generator=generator).to(to)
 
         angles = torch.empty(count).uniform_(-self.rotation, self.rotation, generator=generator)
         shifts = (torch.empty(count, 2).uniform_(-self.translate, self.translate, generator=generator)
