@@ -253,7 +253,7 @@ class Augmentation:
     pen: float = 0.0  # the fraction of digits redrawn as a fine pen's line (pen_lines), before moving
     # For other people's hands (results/handwriting): each digit its own draw, 0 is off.
     shear: float = 0.0  # +/- degrees of slant
-    aspect: float = 0.0  # width / height times a factor in [1 / (1 + aspect), 1 + aspect]
+    aspect: float = 0.0  # width times F, height / F, F log-uniform in [1 / (1 + aspect), 1 + aspect]
     elastic: float = 0.0  # px: a smooth random displacement field's largest step (elastic_field)
     stroke: float = 0.0  # strokes grown or thinned by up to this fraction of one pixel a side (restroke)
     noise: float = 0.0  # Gaussian noise of sd up to this (of full scale), clipped, after moving
@@ -428,8 +428,8 @@ class InMemoryLoader:
         self.pixels, self.labels = pixels.to(device), labels.to(device)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.generator = torch.Generator().manual_seed(seed)
-        # The pen's lines follow each digit's skeleton (MNIST's ink: above half): drawn once, here, a
-        # batch at a time as they were drawn when each batch drew its own.
+        # The pen's lines follow each digit's skeleton (MNIST's ink: above half): drawn once, here (float32,
+        # 4 bytes a pixel), a batch at a time; each digit's line is the same whatever batch it is in.
         self.pen_lines = torch.cat([pen_lines(skeleton(part > 127).unsqueeze(1)) for part in
                                     self.pixels.split(batch_size)]) if augment and augment.pen else None
 

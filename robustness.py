@@ -269,10 +269,16 @@ SUITE_SEED = 2
 
 def suite(data_dir, holdout, count=2000, font_count=2000, seed=SUITE_SEED):
     """The off-MNIST validation suite, {kind: (digits, labels)}: every through-the-product kind of
-    the first COUNT of the last HOLDOUT training images (which a --holdout run never trained on),
+    the first COUNT (at most all) of the last HOLDOUT training images (never trained on by a
+    --holdout run of the same HOLDOUT),
     and FONT_COUNT font digits, prepared as predict.py prepares a file. Preparing takes minutes,
-    so the digits are kept in DATA_DIR, named by their settings and the fonts' digest."""
-    digest = fonts_digest(font_files())[:12]
+    so the digits are kept in DATA_DIR, named by their settings and a digest of what makes them:
+    the fonts, and the code that draws and prepares them (this file and images.py)."""
+    if holdout <= 0:  # read_splits would give the test set
+        raise ValueError("the off-MNIST suite reads held-out training digits: give a --holdout")
+    count = min(count, holdout)
+    makers = [*font_files(), Path(__file__), Path(to_mnist_digit.__code__.co_filename)]
+    digest = files_digest(makers)[:12]
     cache = Path(data_dir) / f"suite-holdout{holdout}-{count}-fonts{font_count}-seed{seed}-{digest}.pt"
     if cache.is_file():
         return torch.load(cache)
@@ -324,7 +330,7 @@ def main(argv=None):
         result = {"weights": str(args.weights), "weights_sha256": weights_sha256, "split": args.split,
                   "count": len(labels), "seed": args.seed, "font_count": args.font_count,
                   "font_set": f"{FONT_SET}, matplotlib {matplotlib.__version__}", "fonts": len(FONT_FILES),
-                  "fonts_sha256": fonts_digest(font_files()), "scores": scores, "through_product": product,
+                  "fonts_sha256": files_digest(font_files()), "scores": scores, "through_product": product,
                   "seconds": time.perf_counter() - start}
         print(json.dumps(result, indent=2) if args.json else table(result))
         if args.output:
@@ -346,9 +352,9 @@ def table(result):
     return "\n".join(rows)
 
 
-def fonts_digest(fonts):
-    """One SHA-256 over the font files' names and bytes: the same digest, the same font digits."""
-    return hashlib.sha256(b"".join(path.name.encode() + path.read_bytes() for path in fonts)).hexdigest()
+def files_digest(paths):
+    """One SHA-256 over the files' names and bytes: the same font files, the same digest (fonts_sha256)."""
+    return hashlib.sha256(b"".join(path.name.encode() + path.read_bytes() for path in paths)).hexdigest()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,16 @@ import seeds
 import train
 from data import DataError, ensure_mnist
 from model import Net, count_parameters, load_model
-from utils import LAST_EPOCHS, OneLineErrorParser, atomic_write, bounded, one_line, pyplot, save_figure
+from utils import (
+    LAST_EPOCHS,
+    OneLineErrorParser,
+    atomic_write,
+    bounded,
+    lowest_of_last,
+    one_line,
+    pyplot,
+    save_figure,
+)
 
 CHANNEL_SLOTS = ("conv1", "conv2", "transition", "conv3", "conv4", "conv5", "conv6")  # --channels' order
 # Named spaces, in --param's syntax: NAME=LOW:HIGH[:log] (a range) or NAME=A,B,C (choices).
@@ -99,7 +108,7 @@ def parse_args(argv=None):
         "two-objective TPE, which cannot prune")
     add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
     add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
-    add("--top", type=bounded(int, 1), default=10, help="trials in the table")
+    add("--top", type=bounded(int, 1), default=10, help="trials in the table (of two objectives: the front)")
     add("--worker", type=int, help=argparse.SUPPRESS)  # set for the workers --jobs starts
     args, args.train_flags = p.parse_known_args(argv)
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)
@@ -107,6 +116,10 @@ def parse_args(argv=None):
         p.error("nothing to search: give --space or --param")
     if args.off_mnist and args.prune:
         p.error("--prune: a two-objective study cannot prune")
+    if args.off_mnist and args.max_params:
+        p.error("--max-params: a two-objective study starts from train.py's defaults, which it would change")
+    if args.off_mnist and (error := defaults_outside(args)):
+        p.error(error)
     seeds.refuse_own_flags(p, "search.py", args.train_flags, ("--seed", "--resume", "--channels", "--width"))
     args.threads = args.threads or seeds.threads_per_job(args.jobs)
     # A bad train.py flag, a --param that train.py does not know or a --max-params below the
@@ -120,6 +133,22 @@ def parse_args(argv=None):
         p.error(str(error))
     args.epochs, args.data_dir = first_run.epochs, first_run.data_dir
     return args
+
+
+def train_defaults(args):
+    """{search parameter: train.py's default with the study's flags} for each of --param's names."""
+    defaults = {**dict(zip(CHANNEL_SLOTS, Net.CHANNELS)), **vars(train.parse_args(args.train_flags))}
+    return {name: defaults[name.replace("-", "_")] for name in args.space}
+
+
+def defaults_outside(args):
+    """Why train.py's defaults cannot be trial 0 of the space, or None."""
+    for name, value in train_defaults(args).items():
+        kind, *spec = args.space[name]
+        inside = str(value) in spec[0] if kind == "choice" else spec[0] <= value <= spec[1]
+        if not inside:
+            return f"--param {name}: train.py's default {value} lies outside it; --off-mnist starts from it"
+    return None
 
 
 def suggest(trial, space, max_params=None):
@@ -178,7 +207,7 @@ def run_name(flags):
 def objective(args, trial):
     """A trial: its flags, suggested, trained as a seed table of seeds.py (one run at a time,
     in OUT_DIR/runs/NAME); its value, the lowest validation accuracy of the last LAST_EPOCHS
-    epochs over the seeds."""
+    epochs over the seeds, and with --off-mnist the suite's mean over the seeds' weights."""
     flags = suggest(trial, args.space, args.max_params)
     if "--channels" in flags:
         trial.set_user_attr("parameters", parameter_count([int(c) for c in flags["--channels"].split(",")]))
@@ -203,8 +232,7 @@ def objective(args, trial):
     histories = {seed: seeds.read_history(seeds.seed_folder(table, seed)) for seed in table.seeds}
     if failed or None in histories.values():  # failed, or trained by another worker
         raise RuntimeError(f"not every seed finished; see {table.out_dir}/seedN/train.log")
-    worst = {seed: min(row["val_acc"] for row in history["epochs"][-LAST_EPOCHS:])
-             for seed, history in histories.items()}
+    worst = {seed: lowest_of_last(history["epochs"]) for seed, history in histories.items()}
     trial.set_user_attr("worst_by_seed", worst)
     if not args.off_mnist:
         return min(worst.values())
@@ -278,10 +306,15 @@ def open_study(args):
     name = names[0] if len(names) == 1 and not args.storage else Path(args.out_dir).name
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=["maximize"] * (1 + args.off_mnist), load_if_exists=True)
+    if args.report:
+        return study
+    if len(study.directions) != 1 + args.off_mnist:  # create_study loads a study of either kind
+        count = len(study.directions)
+        flag = "give --off-mnist" if count == 2 else "leave out --off-mnist"
+        raise ValueError(f"{args.out_dir} holds a study of {count} objective(s): {flag} to continue it")
     if args.off_mnist and not study.trials and args.worker is None:  # the baseline, as trial 0
-        defaults = {**dict(zip(CHANNEL_SLOTS, Net.CHANNELS)), **vars(train.parse_args(args.train_flags))}
-        study.enqueue_trial({name: defaults[name.replace("-", "_")] if spec[0] != "choice" else
-                             str(defaults[name.replace("-", "_")]) for name, spec in args.space.items()})
+        study.enqueue_trial({name: str(value) if args.space[name][0] == "choice" else value
+                             for name, value in train_defaults(args).items()})
     return study
 
 

@@ -146,9 +146,9 @@ def add_model_flags(p):
     # Other people's hands (data.Augmentation; chosen in results/handwriting): off unless a recipe sets them.
     add("--shear", type=bounded(float, 0, 45), default=0.0, help="random slant, +/- degrees")
     add("--aspect", type=bounded(float, 0, 1), default=0.0,
-        help="width/height times a random factor in [1 / (1 + ASPECT), 1 + ASPECT]")
+        help="width times a random F, height divided by it, F log-uniform in [1 / (1 + ASPECT), 1 + ASPECT]")
     add("--elastic", type=bounded(float, 0, 4), default=0.0, metavar="PIXELS",
-        help="a smooth random warp whose steps reach +/- PIXELS")
+        help="a smooth random warp: steps of up to +/- PIXELS at a 4x4 grid, bicubic between")
     add("--stroke", type=bounded(float, 0, 1), default=0.0, metavar="PIXELS",
         help="grow or thin every stroke by a random amount up to PIXELS a side")
     add("--noise", type=bounded(float, 0, 1), default=0.0, metavar="SD", help="Gaussian noise, sd up to SD")

@@ -66,9 +66,14 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def output_file(text):
-    """An argparse type: a file to write, refused at once if it names a folder (a missing folder is made)."""
-    if Path(text).is_dir():
+    """An argparse type: a file to write, refused at once if it names a folder or lies under a file
+    (missing folders are made when it is written)."""
+    path = Path(text)
+    if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    above = next(parent for parent in path.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {above} is a file, not a folder")
     return text
 
 
@@ -101,6 +106,11 @@ def pyplot():
 
 TARGET_ACCURACY = 99.40
 LAST_EPOCHS = 3  # "99.4% held over the last epochs" is judged on this many
+
+
+def lowest_of_last(epochs, key="val_acc"):
+    """The lowest KEY over the last LAST_EPOCHS rows of EPOCHS (history.json's): how recipes are judged."""
+    return min(row[key] for row in epochs[-LAST_EPOCHS:])
 
 
 def held_target(accuracies):

@@ -25,9 +25,11 @@ ALL_ON = ["--shear", "30", "--aspect", "0.4", "--elastic", "3", "--stroke", "1",
 
 
 def epoch_seconds(flags, args, folder):
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "--epochs", "1", "--threads", str(args.threads),
-                    "--data-dir", args.data_dir, "--out-dir", str(folder), "--overwrite", *flags],
-                   check=True, capture_output=True)
+    command = [sys.executable, str(ROOT / "train.py"), "--epochs", "1", "--threads", str(args.threads),
+               "--data-dir", args.data_dir, "--out-dir", str(folder), "--overwrite", *flags]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"augment_cost.py: train.py failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads((folder / "history.json").read_text())["epochs"][0]["seconds"]
 
 

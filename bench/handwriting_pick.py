@@ -10,6 +10,7 @@ robustness.suite read by the seed's weights.pt. Per candidate: d, the per-seed d
 candidate minus default in MNIST, its mean and SE = sd / sqrt(seeds).
 """
 
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -20,22 +21,22 @@ import robustness  # noqa: E402
 import train  # noqa: E402
 from data import DataError  # noqa: E402
 from model import WeightsError, load_model  # noqa: E402
-from utils import LAST_EPOCHS, OneLineErrorParser, bounded  # noqa: E402
+from utils import LAST_EPOCHS, OneLineErrorParser, bounded, lowest_of_last  # noqa: E402
 
 
-def seed_scores(folder, seeds, kinds):
-    """{seed: (MNIST, suite)} of FOLDER's runs of SEEDS."""
-    scores = {}
-    for seed in seeds:
-        history = train.read_history(folder / f"seed{seed}" / "history.json")
-        mnist = min(row["val_acc"] for row in history["epochs"][-LAST_EPOCHS:])
-        suite = robustness.suite_scores(load_model(folder / f"seed{seed}" / "weights.pt"), kinds)["mean"]
-        scores[seed] = mnist, suite
-    return scores
+def histories(folders):
+    """{folder: {seed: history.json}} of every finished seedN run in FOLDERS."""
+    runs = {folder: {int(run.parent.name[4:]): run for run in folder.glob("seed*/history.json")
+                     if re.fullmatch(r"seed\d+", run.parent.name)} for folder in folders}
+    return {folder: {seed: train.read_history(path) for seed, path in by_seed.items()}
+            for folder, by_seed in runs.items()}
 
 
-def finished_seeds(folder):
-    return {int(run.parent.name[4:]) for run in folder.glob("seed*/history.json")}
+def seed_scores(folder, seeds, history, kinds):
+    """{seed: (MNIST, suite)} of FOLDER's runs of SEEDS (HISTORY: their history.json by seed)."""
+    return {seed: (lowest_of_last(history[seed]["epochs"]),
+                   robustness.suite_scores(load_model(folder / f"seed{seed}" / "weights.pt"), kinds)["mean"])
+            for seed in seeds}
 
 
 def choose(rows):
@@ -58,13 +59,17 @@ def main(argv=None):
     p.add_argument("--font-count", type=bounded(int, 1), default=2000, help="its font digits (rule.md's)")
     args = p.parse_args(argv)
     folders = [args.default, *args.candidates]
-    seeds = sorted(set.intersection(*(finished_seeds(folder) for folder in folders)))
-    if len(seeds) < 2:
-        sys.exit(f"handwriting_pick.py: error: {len(seeds)} paired seed(s) finished in every folder; need 2")
     try:
-        holdout = train.read_history(args.default / f"seed{seeds[0]}" / "history.json")["config"]["holdout"]
-        kinds = robustness.suite(args.data_dir, holdout, args.count, args.font_count)
-        scores = {folder: seed_scores(folder, seeds, kinds) for folder in folders}
+        runs = histories(folders)
+        seeds = sorted(set.intersection(*(set(by_seed) for by_seed in runs.values())))
+        if len(seeds) < 2:
+            raise ValueError(f"{len(seeds)} paired seed(s) finished in every folder; need 2")
+        holdouts = {runs[folder][seed]["config"].get("holdout") for folder in folders for seed in seeds}
+        if len(holdouts) > 1 or not holdouts.pop():  # else the suite or MNIST's validation digits differ
+            raise ValueError("every run must hold out the same training digits (--holdout N, N > 0)")
+        kinds = robustness.suite(args.data_dir, runs[args.default][seeds[0]]["config"]["holdout"], args.count,
+                                 args.font_count)
+        scores = {folder: seed_scores(folder, seeds, runs[folder], kinds) for folder in folders}
     except (DataError, WeightsError, OSError, ValueError, KeyError) as error:
         sys.exit(f"handwriting_pick.py: error: {error}")
     base = scores[args.default]

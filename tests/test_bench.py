@@ -209,12 +209,12 @@ def test_paper_val_scores_held_out_photos_per_weights_file(synthetic_mnist, tmp_
                                      "no held-out digit"
 
 
-def recipe_runs(folder, val_accs):
+def recipe_runs(folder, val_accs, first_seed=1):
     """seed1/, seed2/, ... of untrained networks whose last three epochs read VAL_ACCS[i] at lowest."""
     for seed, val_acc in enumerate(val_accs, 1):
         run = folder / f"seed{seed}"
         run.mkdir(parents=True)
-        torch.manual_seed(seed)
+        torch.manual_seed(first_seed + seed)
         save_weights(run / "weights.pt", Net())
         epochs = [{"val_acc": val_acc + 0.1}, {"val_acc": val_acc}, {"val_acc": val_acc + 0.2}]
         (run / "history.json").write_text(json.dumps({"config": {"holdout": 56}, "epochs": epochs}))
@@ -229,13 +229,19 @@ def handwriting_pick(data_dir, *folders):
 
 def test_the_handwriting_rule_prefers_the_suite_within_the_noise_then_a_close_one(synthetic_mnist, tmp_path):
     default = recipe_runs(tmp_path / "default", [99.0, 99.1, 99.2])
-    same = recipe_runs(tmp_path / "same", [99.0, 99.1, 99.2])  # d = 0 on every seed: within the noise
+    same = recipe_runs(tmp_path / "same", [99.0, 99.1, 99.2], first_seed=4)  # d = 0: within the noise
+    twin = recipe_runs(tmp_path / "twin", [99.0, 99.1, 99.2], first_seed=7)  # so too, other networks
     close = recipe_runs(tmp_path / "close", [98.95, 99.05, 99.15])  # d = -0.05, SE 0: not within, but close
     far = recipe_runs(tmp_path / "far", [98.8, 98.9, 99.0])
-    done = handwriting_pick(synthetic_mnist, default, same, close, far)
+    done = handwriting_pick(synthetic_mnist, default, same, twin, close, far)
     assert done.returncode == 0, done.stderr
-    assert "| same | 99.100 |" in done.stdout and "| +0.000 | 0.000 | 99.00, 99.10, 99.20 |" in done.stdout
-    assert done.stdout.strip().endswith("The rule picks: same, which becomes the default.")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in done.stdout.splitlines()
+            if line.startswith("| ")}
+    assert rows["same"][1:5] == ["99.100", rows["same"][2], "+0.000", "0.000"]
+    suites = {name: float(rows[name][2]) for name in ("same", "twin")}
+    assert suites["same"] != suites["twin"]  # the suite decides between the two
+    best = max(suites, key=suites.get)
+    assert done.stdout.strip().endswith(f"The rule picks: {best}, which becomes the default.")
     assert handwriting_pick(synthetic_mnist, default, close, far).stdout.strip().endswith(
         "The rule picks: close, which becomes --recipe robust.")
     assert handwriting_pick(synthetic_mnist, default, far).stdout.strip().endswith(
@@ -245,3 +251,8 @@ def test_the_handwriting_rule_prefers_the_suite_within_the_noise_then_a_close_on
     refused = handwriting_pick(synthetic_mnist, default, far)
     assert refused.returncode == 1 and refused.stderr.strip() == (
         "handwriting_pick.py: error: 1 paired seed(s) finished in every folder; need 2")
+    history = json.loads((tmp_path / "close" / "seed2" / "history.json").read_text())
+    history["config"]["holdout"] = 0  # trained on every training digit, the suite's too
+    (tmp_path / "close" / "seed2" / "history.json").write_text(json.dumps(history))
+    refused = handwriting_pick(synthetic_mnist, default, close)
+    assert refused.returncode == 1 and "every run must hold out the same training digits" in refused.stderr

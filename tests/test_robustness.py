@@ -13,7 +13,7 @@ import torch
 from PIL import ImageFont
 
 import robustness
-from data import read_split
+from data import read_split, to_unit_interval
 from images import pieces_of
 from model import Net, normalize
 from train import save_weights
@@ -78,7 +78,7 @@ def test_the_font_digits_do_not_depend_on_the_fonts_a_machine_has(tmp_path, monk
     """Two machines with fonts of their own in the usual folders, one of them under the name of a
     font of the set: the set, its digest and its digits stay the same."""
     fonts = robustness.font_files()
-    expected = fonts, robustness.fonts_digest(fonts), font_digits(20, seed=4)[0]
+    expected = fonts, robustness.files_digest(fonts), font_digits(20, seed=4)[0]
     for machine, (impostor, extra) in {"a": (fonts[-1], fonts[1]), "b": (fonts[2], fonts[-2])}.items():
         home = tmp_path / machine
         for folder in (home / ".fonts", home / ".local" / "share" / "fonts", home / "system" / "fonts"):
@@ -90,7 +90,7 @@ def test_the_font_digits_do_not_depend_on_the_fonts_a_machine_has(tmp_path, monk
         monkeypatch.setenv("XDG_DATA_DIRS", str(home / "system"))
         monkeypatch.setattr(Path, "home", classmethod(lambda cls, home=home: home))
         found = robustness.font_files()
-        assert found == expected[0] and robustness.fonts_digest(found) == expected[1]
+        assert found == expected[0] and robustness.files_digest(found) == expected[1]
         assert torch.equal(font_digits(20, seed=4)[0], expected[2])
 
 
@@ -110,7 +110,7 @@ def test_command_prints_and_writes_every_score_and_repeats(synthetic_mnist, tmp_
     assert scores["overall"] == pytest.approx((sum(corrupted) + scores["fonts"]) / (len(corrupted) + 1))
     saved = json.loads((tmp_path / "robust.json").read_text())
     assert saved["scores"] == scores and saved["count"] == 40
-    assert saved["fonts"] == 16 and saved["fonts_sha256"] == robustness.fonts_digest(robustness.font_files())
+    assert saved["fonts"] == 16 and saved["fonts_sha256"] == robustness.files_digest(robustness.font_files())
     assert saved["font_set"] == f"{robustness.FONT_SET}, matplotlib {matplotlib.__version__}"
     product = saved["through_product"]
     assert list(product) == [*robustness.KINDS, "fonts"]
@@ -152,12 +152,16 @@ def test_unreadable_weights_are_one_line(tmp_path):
     assert message.startswith("robustness.py: error:") and "\n" not in message
 
 
-def test_an_output_that_is_a_folder_is_one_line_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize("output, said", [(".", "is a folder, not a file"),
+                                          ("README.md/r.json", "README.md is a file, not a folder")])
+def test_an_output_that_is_a_folder_or_under_a_file_is_one_line(tmp_path, capsys, output, said, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("a file")
     assert robustness.parse_args(["--output", str(tmp_path / "new" / "r.json")]).output  # a folder is made
     with pytest.raises(SystemExit) as exit_info:
-        robustness.parse_args(["--output", str(tmp_path)])
+        robustness.parse_args(["--output", output])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "is a folder, not a file" in err
+    assert exit_info.value.code == 2 and said in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -188,3 +192,19 @@ def test_a_pen_line_is_thin_and_keeps_the_strokes_connected():
         line = robustness.pen_line(seven, width)
         assert line.sum() < 0.4 * seven.sum() and (line[20:30].sum(axis=1) == width).all()
         assert len(np.unique(pieces_of(line)[0])) == 2  # the paper and one line
+
+
+def test_the_suite_reads_held_out_digits_once_and_keeps_them(synthetic_mnist, monkeypatch):
+    kinds = robustness.suite(synthetic_mnist, 56, count=20, font_count=10)
+    pixels, labels = read_split(synthetic_mnist, train=True)
+    assert list(kinds) == [*robustness.KINDS, "fonts"]
+    assert all(torch.equal(kinds[name][1], labels[-56:][:20]) for name in robustness.KINDS)
+    pages = robustness.pages(to_unit_interval(pixels[-56:][:20]), "clean", robustness.SUITE_SEED)
+    assert torch.equal(kinds["clean"][0], robustness.prepared(pages))  # the first 20 of the last 56
+    assert len(kinds["fonts"][1]) == 10 and len(list(synthetic_mnist.glob("suite-holdout56-20-*.pt"))) == 1
+    assert len(robustness.suite(synthetic_mnist, 8, count=20, font_count=1)["clean"][1]) == 8  # all held out
+    with pytest.raises(ValueError, match="give a --holdout"):
+        robustness.suite(synthetic_mnist, 0)
+    monkeypatch.setattr(robustness, "product_digits", lambda *args: pytest.fail("prepared again"))
+    again = robustness.suite(synthetic_mnist, 56, count=20, font_count=10)
+    assert all(torch.equal(again[name][0], kinds[name][0]) for name in kinds)

@@ -280,3 +280,20 @@ def test_an_off_mnist_study_starts_from_the_default_and_reports_its_pareto_front
     report = (tmp_path / "study" / "trials.md").read_text()
     assert "The Pareto front" in report and "| trial | front | MNIST | suite | clean | shift |" in report
     assert (tmp_path / "study" / "pareto.png").exists()
+
+
+def test_an_off_mnist_study_refuses_a_space_without_the_defaults_and_a_study_of_one_objective(
+        synthetic_mnist, tmp_path, capsys):
+    common = ["--out-dir", str(tmp_path / "study"), "--data-dir", str(synthetic_mnist), "--holdout", "56",
+              "--seeds", "1", "--epochs", "1", "--off-mnist"]
+    with pytest.raises(SystemExit):
+        search.parse_args([*common, "--param", "rotation=10.0:30.0"])
+    assert "--param rotation: train.py's default 7.0 lies outside it" in capsys.readouterr().err
+    (tmp_path / "study").mkdir()
+    optuna.create_study(study_name="study", direction="maximize",
+                        storage=JournalStorage(JournalFileBackend(str(tmp_path / "study" / "journal.log"))))
+    with pytest.raises(SystemExit) as refused:
+        search.main([*common, "--param", "stroke=0.0:1.0"])
+    assert str(refused.value.code) == (f"search.py: error: {tmp_path / 'study'} holds a study of 1 "
+                                       "objective(s): leave out --off-mnist to continue it")
+    assert load(tmp_path / "study").trials == []
