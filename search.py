@@ -304,11 +304,14 @@ def open_study(args):
     names = [study.study_name for study in optuna.get_all_study_summaries(storage)]
     # A moved folder's journal keeps its one study; a shared --storage holds one study per --out-dir name.
     name = names[0] if len(names) == 1 and not args.storage else Path(args.out_dir).name
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                directions=["maximize"] * (1 + args.off_mnist), load_if_exists=True)
+    if name in names:  # loaded, not created again: that would add a line to the journal each time
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    else:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                    directions=["maximize"] * (1 + args.off_mnist), load_if_exists=True)
     if args.report:
         return study
-    if len(study.directions) != 1 + args.off_mnist:  # create_study loads a study of either kind
+    if len(study.directions) != 1 + args.off_mnist:
         count = len(study.directions)
         flag = "give --off-mnist" if count == 2 else "leave out --off-mnist"
         raise ValueError(f"{args.out_dir} holds a study of {count} objective(s): {flag} to continue it")

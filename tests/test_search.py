@@ -93,6 +93,17 @@ def test_two_searches_on_one_storage_keep_their_own_studies(tmp_path):
     assert [study_name("first"), study_name("second")] == ["first", "second"]
 
 
+def test_opening_a_study_again_to_continue_or_report_leaves_its_journal_alone(tmp_path):
+    def open_study(*extra):
+        return search.open_study(search.parse_args(["--out-dir", str(tmp_path / "study"), *extra]))
+
+    open_study("--space", "optimizer").ask()
+    journal = (tmp_path / "study" / "journal.log").read_bytes()
+    open_study("--space", "optimizer")
+    open_study("--report")
+    assert (tmp_path / "study" / "journal.log").read_bytes() == journal
+
+
 def test_a_trial_left_running_by_a_worker_that_is_gone_is_failed(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     study = optuna.create_study(storage=storage, direction="maximize")
