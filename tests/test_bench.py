@@ -1,7 +1,7 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
 bench/frontier.py, bench/screening_table.py, bench/paper_val.py and bench/handwriting_pick.py on
-hand-made outputs. Each runs as a process: the tests import nothing from bench/. bench/readme.py:
-README's results table agrees with results/."""
+hand-made outputs; bench/suite_paths.py's refusal. Each runs as a process: the tests import
+nothing from bench/. bench/readme.py: README's results table agrees with results/."""
 
 import csv
 import io
@@ -256,3 +256,12 @@ def test_the_handwriting_rule_prefers_the_suite_within_the_noise_then_a_close_on
     (tmp_path / "close" / "seed2" / "history.json").write_text(json.dumps(history))
     refused = handwriting_pick(synthetic_mnist, default, close)
     assert refused.returncode == 1 and "every run must hold out the same training digits" in refused.stderr
+
+
+def test_suite_paths_refuses_missing_weights_in_one_line_and_draws_nothing(tmp_path):
+    figure = tmp_path / "misread.png"
+    done = subprocess.run([sys.executable, "bench/suite_paths.py", str(tmp_path / "none.pt"), "--figure",
+                           str(figure)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "" and not figure.exists()
+    said = f"suite_paths.py: error: {tmp_path / 'none.pt'}: no such file (see --help)"
+    assert done.stderr.splitlines() == [said]

@@ -1,0 +1,70 @@
+"""The off-MNIST suite's corruptions two ways: as the network sees them (the 28x28 corrupted image
+fed straight in) and through the product (drawn on a page, saved as JPEG and read by predict.py's
+preparation, as robustness.suite holds them), for each weights.pt given.
+
+    python bench/suite_paths.py A/seed1/weights.pt B/seed1/weights.pt --figure misread.png
+
+The same held-out digits and draws as the suite (rule.md: the first 2,000 of the last 10,000
+training images, seed 2). --figure draws, for the first weights, the first digits it misreads
+through the product on the noise and thin rows, then a few it reads right.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import robustness  # noqa: E402
+from data import DataError, ensure_mnist, read_splits, to_unit_interval  # noqa: E402
+from model import WeightsError, load_model, normalize  # noqa: E402
+from utils import OneLineErrorParser, atomic_write, output_file  # noqa: E402
+
+HOLDOUT, COUNT = 10000, 2000  # rule.md's suite
+
+
+def rows_of_digits(model, kinds, names, wrong=16, right=8):
+    """One row of 28x28 digits per kind of NAMES: the first WRONG that MODEL misreads, then RIGHT it reads."""
+    rows = []
+    for name in names:
+        digits, labels = kinds[name]
+        with torch.no_grad():
+            hits = model(normalize(digits)).argmax(1) == labels
+        picked = torch.cat([(~hits).nonzero().flatten()[:wrong], hits.nonzero().flatten()[:right]])
+        rows.append(torch.cat(list(digits[picked, 0]), dim=1))
+    return torch.cat(rows)
+
+
+def main(argv=None):
+    p = OneLineErrorParser(description=__doc__.split("\n")[0])
+    p.add_argument("weights", nargs="+", help="weights.pt files of --holdout 10000 runs")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--figure", type=output_file, metavar="PNG", help="the first weights' misread digits")
+    args = p.parse_args(argv)
+    try:
+        models = [load_model(path) for path in args.weights]
+        ensure_mnist(args.data_dir)
+        kinds = robustness.suite(args.data_dir, HOLDOUT, COUNT)
+        _, (pixels, labels) = read_splits(args.data_dir, HOLDOUT)
+        images, labels = to_unit_interval(pixels[:COUNT]), labels[:COUNT]
+    except (DataError, WeightsError) as error:
+        p.error(str(error))
+    names = list(robustness.CORRUPTIONS)
+    print("| weights | way | " + " | ".join(names) + " |\n|" + " --- |" * (len(names) + 2))
+    for path, model in zip(args.weights, models):
+        seen = [robustness.accuracy(model, robustness.corrupted(images, name, robustness.SUITE_SEED), labels)
+                for name in names]
+        product = [robustness.accuracy(model, *kinds[name]) for name in names]
+        for way, scores in ("network sees", seen), ("through the product", product):
+            print(f"| {path} | {way} | " + " | ".join(f"{score:.1f}" for score in scores) + " |")
+    if args.figure:
+        grid = (rows_of_digits(models[0], kinds, ["noise", "thin"]).clamp(0, 1) * 255).byte().numpy()
+        image = Image.fromarray(np.kron(grid, np.ones((3, 3), np.uint8)))  # 3x, pixels kept square
+        atomic_write(args.figure, lambda f: image.save(f, format="PNG"))
+
+
+if __name__ == "__main__":
+    main()
