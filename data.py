@@ -22,10 +22,7 @@ degrees and, where asked, a shift of up to `translate` of the image size on each
 a zoom in [1 - scale, 1 + scale]; the image is resampled about its centre (nearest or
 bilinear), and what comes in from outside is black. Nearest rotation alone is
 transforms.RandomRotation's default. All draws come from one seeded CPU generator, so a
-run's data is the same on every device and its state alone decides an epoch. With --pen, a
-fraction of the digits is first redrawn as a fine pen would write them: the skeleton of
-their ink (Zhang and Suen's thinning, computed once a run), 2 px wide with soft edges, near
-the width to which images.py grows a fine pen's line; its draws come after the others'.
+run's data is the same on every device and its state alone decides an epoch.
 
 Evaluation (evaluate): one pass of a model over a loader: the loss, the accuracy and the
 digits it got wrong.
@@ -44,7 +41,6 @@ import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -250,85 +246,21 @@ class Augmentation:
     translate: float = 0.0  # +/- fraction of the image size, on each axis
     scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
     interpolation: str = "nearest"  # or "bilinear"
-    pen: float = 0.0  # the fraction of digits redrawn as a fine pen's line (pen_lines), before moving
-    # For other people's hands (results/handwriting): each digit its own draw, 0 is off.
-    shear: float = 0.0  # +/- degrees of slant
-    aspect: float = 0.0  # width times F, height / F, F log-uniform in [1 / (1 + aspect), 1 + aspect]
-    elastic: float = 0.0  # px: a smooth random displacement field's largest step (elastic_field)
-    stroke: float = 0.0  # strokes grown or thinned by up to this fraction of one pixel a side (restroke)
-    noise: float = 0.0  # Gaussian noise of sd up to this (of full scale), clipped, after moving
 
     def __bool__(self):
         return any(value for name, value in vars(self).items() if name != "interpolation")
 
-    def __call__(self, images, generator, lines=None):
-        """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU);
-        with pen, LINES (the images' pen_lines(), N x 1 x H x W) are the redrawn ones.
-        The angles are always drawn; everything else only where enabled, in the order of the
-        fields, so that enabling one leaves the draws before it unchanged."""
+    def __call__(self, images, generator):
+        """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU).
+        The angles are always drawn; shifts and zooms only where enabled, in that order."""
         count, to = len(images), images.device
-
-        def draw(size, *shape, low=-1.0):  # SIZE times uniform draws in [low, 1]; None if SIZE is 0
-            if not size:
-                return None
-            return size * torch.empty(count, *shape).uniform_(low, 1, generator=generator).to(to)
-
         angles = torch.empty(count).uniform_(-self.rotation, self.rotation, generator=generator)
         shifts = (torch.empty(count, 2).uniform_(-self.translate, self.translate, generator=generator)
                   if self.translate else None)
         zooms = (torch.empty(count).uniform_(1 - self.scale, 1 + self.scale, generator=generator)
                  if self.scale else None)
-        if self.pen:
-            if lines is None:
-                raise ValueError("a pen augmentation needs the images' pen lines")
-            redrawn = (torch.rand(count, generator=generator) < self.pen).to(to)
-            # every digit's line, kept where drawn: a boolean index would wait for the device
-            images = torch.where(redrawn.view(-1, 1, 1, 1), lines, images)
-        shears, aspects, steps = draw(self.shear), draw(self.aspect), draw(self.elastic, 2, 4, 4)
-        strokes, sds = draw(self.stroke), draw(self.noise, low=0.0)
-        if strokes is not None:
-            images = restroke(images, strokes)
-        images = transform(images, angles.to(to), None if shifts is None else shifts.to(to),
-                           None if zooms is None else zooms.to(to), self.interpolation, shears,
-                           None if aspects is None else (1 + self.aspect) ** (aspects / self.aspect),
-                           None if steps is None else elastic_field(steps, images.shape[-2:]))
-        if sds is None:
-            return images
-        noise = torch.randn(images.shape, generator=generator).to(to)
-        return (images + sds.view(-1, 1, 1, 1) * noise).clamp(0, 1)
-
-
-def restroke(images, amounts):
-    """Each image's strokes grown (amount > 0) or thinned (< 0) by |amount| of a pixel on each
-    side: a blend towards the grey-level maximum (or minimum) over the pixel's 3x3 cross,
-    stretched to peak at 1."""
-    height, width = images.shape[-2:]
-    padded = F.pad(images, (1, 1, 1, 1))
-    cross = torch.stack([padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-                         for dy, dx in ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))])
-    amounts = amounts.view(-1, 1, 1, 1)
-    target = torch.where(amounts > 0, cross.amax(0), cross.amin(0))
-    blend = images + amounts.abs() * (target - images)
-    return blend / blend.amax((2, 3), keepdim=True).clamp(min=1e-6)  # ink peaks at 1 again, as in MNIST
-
-
-def elastic_field(steps, size):
-    """(N, 2, h, w) steps in px at a coarse grid of control points -> a smooth (N, H, W, 2)
-    displacement in grid_sample's units, bicubic between the points (Simard et al. 2003 smooth
-    a dense random field with a Gaussian; a coarse grid gives the same smooth warp for fewer draws).
-    Bicubic interpolation is separable: one (H, h) and one (W, w) matrix of weights."""
-    (height, width), (rows, columns) = size, steps.shape[-2:]
-    down, across = (cubic_weights(count, length).to(steps.device) for count, length in ((rows, height),
-                                                                                      (columns, width)))
-    per_px = torch.tensor([2 / width, 2 / height], device=steps.device).view(1, 2, 1, 1)  # grids span 2
-    return (down @ steps @ across.T * per_px).permute(0, 2, 3, 1)
-
-
-@cache
-def cubic_weights(count, length):
-    """The (LENGTH, COUNT) weights that interpolate COUNT evenly spaced values bicubically to LENGTH."""
-    units = torch.eye(count).view(count, 1, count, 1).expand(count, 1, count, 2)
-    return F.interpolate(units, size=(length, 2), mode="bicubic", align_corners=True)[:, 0, :, 0].T
+        return transform(images, angles.to(to), None if shifts is None else shifts.to(to),
+                         None if zooms is None else zooms.to(to), self.interpolation)
 
 
 # A pixel's 8 neighbours, clockwise from north: bit i of its neighbourhood's byte is NEIGHBOURS[i].
@@ -377,42 +309,19 @@ def skeleton(masks):
     return mask.bool().reshape(shape)
 
 
-SOFT_EDGE = torch.tensor([1.0, 2.0, 1.0]).outer(torch.tensor([1.0, 2.0, 1.0])).view(1, 1, 3, 3) / 16
-
-
-def pen_lines(skeletons):
-    """Skeletons (N, 1, H, W) -> a fine pen's digits: a line 2 px wide (MNIST's strokes measure
-    about 2 px; images.py grows a fine pen's to 2.5 at its 20-px scale), edges softened by a
-    [1, 2, 1] blur, each image stretched to peak at 1. A 2-px line has no middle pixel: it
-    lies half a pixel up and left of the skeleton."""
-    lines = F.max_pool2d(F.pad(skeletons.float(), (0, 1, 0, 1)), 2, stride=1)
-    soft = F.conv2d(F.pad(lines, (1, 1, 1, 1)), SOFT_EDGE.to(lines.device))
-    return soft / soft.amax((2, 3), keepdim=True).clamp(min=1e-6)
-
-
-def transform(images, angles, shifts=None, zooms=None, mode="nearest", shears=None, aspects=None,
-              displacements=None):
+def transform(images, angles, shifts=None, zooms=None, mode="nearest"):
     """Rotate image i counter-clockwise by angles[i] degrees about its centre (as
-    torchvision's rotate does), slant it by shears[i] degrees, stretch its width by aspects[i]
-    and its height by 1 / aspects[i], zoom it by zooms[i], shift it by shifts[i] (fractions of
-    its width and height), then move every pixel by DISPLACEMENTS (elastic_field); what comes
-    in from outside is 0."""
+    torchvision's rotate does), zoom it by zooms[i] and shift it by shifts[i] (fractions of
+    its width and height); what comes in from outside is 0."""
     radians = torch.deg2rad(angles)
     cos, sin, zero = radians.cos(), radians.sin(), torch.zeros_like(radians)
     # affine_grid maps each output pixel to where it samples the input: the inverse transform.
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    if shears is not None:  # an output pixel (x, y) samples x + tan(shear) y: a slant
-        slant = torch.tan(torch.deg2rad(shears)).view(-1, 1, 1)
-        theta = torch.cat([theta[:, :, :1], theta[:, :, :1] * slant + theta[:, :, 1:2], theta[:, :, 2:]], 2)
-    if aspects is not None:
-        theta = theta * torch.stack([1 / aspects, aspects, torch.ones_like(aspects)], 1).view(-1, 1, 3)
     if zooms is not None:
         theta = theta / zooms.view(-1, 1, 1)
     if shifts is not None:  # grid units span 2 per image side, so a fraction f moves 2f
         theta[:, :, 2] = -(theta[:, :, :2] @ (2 * shifts).unsqueeze(2)).squeeze(2)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    if displacements is not None:
-        grid = grid + displacements
     return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
@@ -428,10 +337,6 @@ class InMemoryLoader:
         self.pixels, self.labels = pixels.to(device), labels.to(device)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.generator = torch.Generator().manual_seed(seed)
-        # The pen's lines follow each digit's skeleton (MNIST's ink: above half): drawn once, here (float32,
-        # 4 bytes a pixel), a batch at a time; each digit's line is the same whatever batch it is in.
-        self.pen_lines = torch.cat([pen_lines(skeleton(part > 127).unsqueeze(1)) for part in
-                                    self.pixels.split(batch_size)]) if augment and augment.pen else None
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
@@ -443,8 +348,7 @@ class InMemoryLoader:
         for index in order.split(self.batch_size):
             images = to_unit_interval(self.pixels[index])
             if self.augment:
-                lines = None if self.pen_lines is None else self.pen_lines[index]
-                images = self.augment(images, self.generator, lines)
+                images = self.augment(images, self.generator)
             yield normalize(images), self.labels[index]
 
 

@@ -94,9 +94,10 @@ RECIPES = {"default": {}, "fast": dict(epochs=10, batch_size=128, max_lr=0.1, dr
 NOT_DECIDING = ("recipe", "device", "test_batch_size", "data_dir", "out_dir", "resume", "overwrite",
                 "deterministic", "eval_split", "torch", "cpu", "cpu_capability")
 
-# Flags added after runs were recorded, with the value those runs had: a history.json without
-# the entry ran with it.
-ADDED_LATER = {"pen": 0.0, "shear": 0.0, "aspect": 0.0, "elastic": 0.0, "stroke": 0.0, "noise": 0.0}
+# Augmentation flags since removed (CHANGELOG), each with the value that meant off. A recorded
+# config with one at that value, or without it, is this code's run; one with another value is
+# neither resumed nor reused.
+ABSENT_MEANS = {"pen": 0.0, "shear": 0.0, "aspect": 0.0, "elastic": 0.0, "stroke": 0.0, "noise": 0.0}
 
 
 def as_flags(settings):
@@ -141,17 +142,6 @@ def add_model_flags(p):
     add("--translate", type=bounded(float, 0, 0.5), default=0.0, help="random shift, +/- image fraction")
     add("--scale", type=bounded(float, 0, 0.5), default=0.0, help="random zoom in [1 - SCALE, 1 + SCALE]")
     add("--interpolation", choices=["nearest", "bilinear"], default="bilinear", help="augmentation's")
-    add("--pen", type=bounded(float, 0, 1), default=0.0, metavar="FRACTION",
-        help="redraw this fraction of the digits as a fine pen's line along their skeleton (data.py)")
-    # Other people's hands (data.Augmentation; chosen in results/handwriting): off unless a recipe sets them.
-    add("--shear", type=bounded(float, 0, 45), default=0.0, help="random slant, +/- degrees")
-    add("--aspect", type=bounded(float, 0, 1), default=0.0,
-        help="width times a random F, height divided by it, F log-uniform in [1 / (1 + ASPECT), 1 + ASPECT]")
-    add("--elastic", type=bounded(float, 0, 4), default=0.0, metavar="PIXELS",
-        help="a smooth random warp: steps of up to +/- PIXELS at a 4x4 grid, bicubic between")
-    add("--stroke", type=bounded(float, 0, 1), default=0.0, metavar="PIXELS",
-        help="grow or thin every stroke by a random amount up to PIXELS a side")
-    add("--noise", type=bounded(float, 0, 1), default=0.0, metavar="SD", help="Gaussian noise, sd up to SD")
     add("--ema", type=bounded(float, 0, 1), default=0.999, metavar="DECAY",
         help="evaluate and save a moving average of the weights with this decay a step; 0: off")
 
@@ -223,9 +213,9 @@ def deciding_settings(config):
 
 def changed_settings(before, after):
     """'key old (now new)' for each setting that decides a run and differs from config BEFORE
-    to config AFTER; an entry that one of them lacks counts as None, or as ADDED_LATER's value
-    where the flag came after the config was recorded."""
-    before, after = ({**ADDED_LATER, **deciding_settings(config)} for config in (before, after))
+    to config AFTER; an entry that one of them lacks counts as None, or as ABSENT_MEANS's value
+    where it names the entry."""
+    before, after = ({**ABSENT_MEANS, **deciding_settings(config)} for config in (before, after))
     return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
             for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
 

@@ -1,11 +1,10 @@
 """data.py: acquiring verified MNIST files (also by two runs at once), the in-memory loader
-against torchvision's transforms, which it replaces, the held-out split, and the pen's
-skeletons against a plain thinning."""
+against torchvision's transforms, which it replaces, the held-out split, and the
+skeletons (robustness.py's fine pen) against a plain thinning."""
 
 import gzip
 import hashlib
 import io
-import math
 import multiprocessing
 import os
 import pickle
@@ -31,7 +30,6 @@ from data import (
     ensure_mnist,
     make_loaders,
     normalized,
-    pen_lines,
     raw_dir,
     read_split,
     skeleton,
@@ -432,72 +430,6 @@ def test_skeleton_is_zhang_and_suens_thinning_pixel_for_pixel():
         assert np.array_equal(thinned, plain_thinning(mask))
         assert not (thinned & ~mask).any()
     assert together.sum() < 0.5 * np.stack(masks).sum()  # it did thin
-
-
-def test_pen_redraws_the_chosen_digits_from_their_skeletons_after_the_other_draws():
-    pixels = torch.from_numpy(synthetic_digits(40, seed=4)[0])
-    images, skeletons = to_unit_interval(pixels), skeleton(pixels > 127).unsqueeze(1)
-    lines = pen_lines(skeletons)
-    assert lines.amax((1, 2, 3)).eq(1).all() and (lines[skeletons] > 0.5).all()
-    assert ((lines > 0.5) & ~skeletons).any() and ((lines > 0) & (lines < 0.5)).any()  # grown, soft edges
-    every = Augmentation(pen=1.0)(images, torch.Generator().manual_seed(1), lines)
-    assert torch.allclose(every, lines, atol=1e-6)  # no rotation asked: only redrawn
-    generators = [torch.Generator().manual_seed(2) for _ in range(2)]
-    rotated = Augmentation(10, interpolation="bilinear")(images, generators[0])
-    half = Augmentation(10, interpolation="bilinear", pen=0.5)(images, generators[1], lines)
-    same = (half == rotated).flatten(1).all(1)
-    assert 8 < same.sum() < 32  # about half redrawn; the others rotated by the same angles
-    with pytest.raises(ValueError, match="needs the images' pen lines"):
-        Augmentation(pen=0.5)(images, torch.Generator())
-    loader = InMemoryLoader(pixels, torch.arange(40), 40, CPU, shuffle=True, augment=Augmentation(pen=1.0))
-    batch, order = next(iter(loader))
-    assert torch.allclose(batch, normalize(lines[order]), atol=1e-5)
-
-
-HANDWRITING = {"shear": 20.0, "aspect": 0.3, "elastic": 2.0, "stroke": 0.8, "noise": 0.3}
-
-
-@pytest.mark.parametrize("name", HANDWRITING)
-def test_each_handwriting_augmentation_changes_the_images_and_leaves_the_rest_alone(name, monkeypatch):
-    """Each one is off at 0; on, it changes most digits, keeps the range, and leaves the draws of
-    the others (the rotation's angles, the shifts) and what they pass to transform() as they were."""
-    images = to_unit_interval(torch.from_numpy(synthetic_digits(64, seed=5)[0]))
-    moved = Augmentation(10, 0.05, interpolation="bilinear")
-    augment = Augmentation(10, 0.05, interpolation="bilinear", **{name: HANDWRITING[name]})
-    assert not Augmentation(**{name: 0.0}) and Augmentation(**{name: HANDWRITING[name]})
-    calls = []
-    monkeypatch.setattr(data, "transform", lambda *args: calls.append(args[1:4]) or transform(*args))
-    before, after = (a(images, torch.Generator().manual_seed(3)) for a in (moved, augment))
-    assert after.shape == before.shape and after.min() >= 0 and after.max() <= 1
-    assert (after - before).abs().flatten(1).amax(1).gt(0.05).float().mean() > 0.9
-    (angles, shifts, _), (same_angles, same_shifts, _) = calls
-    assert torch.equal(angles, same_angles) and torch.equal(shifts, same_shifts)
-
-
-def test_shear_aspect_and_stroke_move_the_ink_as_asked():
-    bar = torch.zeros(1, 1, 28, 28)
-    bar[0, 0, 6:22, 13:15] = 1.0  # a vertical stroke 2 px wide, 16 tall
-    none = torch.zeros(1)
-    slanted = transform(bar, none, shears=torch.tensor([30.0]), mode="bilinear")[0, 0]
-    top, bottom = (row.nonzero().float().mean() for row in (slanted[7], slanted[20]))
-    assert abs(abs(top - bottom) - 13 * math.tan(math.radians(30))) < 1  # the top leans 7.5 px off
-    wide = transform(bar, none, aspects=torch.tensor([2.0]), mode="bilinear")[0, 0]
-    assert (wide[14] > 0.5).sum() == 4 and (wide[:, 14] > 0.5).sum() == 8  # twice as wide, half as tall
-    grown = data.restroke(bar, torch.tensor([1.0]))[0, 0]
-    assert (grown > 0.5).sum() == 4 * 16 + 2 * 2 and grown.max() == 1  # a pixel more on every side
-    soft = torch.zeros(1, 1, 28, 28)
-    soft[0, 0, 6:22, 12:15] = torch.tensor([0.5, 1.0, 0.5])  # 3 px wide, MNIST's soft edges
-    thinned, half = data.restroke(soft.expand(2, -1, -1, -1), torch.tensor([-1.0, -0.5]))[:, 0]
-    assert thinned[14].tolist() == [0.0] * 13 + [1.0] + [0.0] * 14  # a line 1 px wide, ink peaking at 1
-    assert half.max() == 1 and thinned.sum() < half.sum() < soft.sum()
-
-
-def test_elastic_warp_is_smooth_and_reaches_its_size():
-    steps = torch.zeros(1, 2, 4, 4)
-    steps[0, 0, 1, 2] = 3.0  # one control point 3 px right
-    field = data.elastic_field(steps, (28, 28))[0] * 14  # grid units to px
-    assert field[..., 1].abs().max() == 0 and field[..., 0].max() == pytest.approx(3.0, abs=1e-5)
-    assert (field[..., 0].diff(dim=0).abs().max() < 0.6) and (field[..., 0].diff(dim=1).abs().max() < 0.6)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--bogus"]])

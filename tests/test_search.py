@@ -273,14 +273,14 @@ def test_an_off_mnist_study_starts_from_the_default_and_reports_its_pareto_front
     monkeypatch.setattr(seeds, "TRAIN_PY", TRAIN_WITHOUT_ACQUISITION)
     monkeypatch.setattr(search, "ensure_mnist", lambda data_dir: None)  # synthetic digits, not MNIST's
     monkeypatch.setattr(robustness, "suite", functools.partial(robustness.suite, count=30, font_count=20))
-    argv = ["--out-dir", str(tmp_path / "study"), "--off-mnist", "--param", "stroke=0.0:1.0",
+    argv = ["--out-dir", str(tmp_path / "study"), "--off-mnist", "--param", "scale=0.0:0.2",
             "--param", "rotation=5.0:30.0", "--data-dir", str(synthetic_mnist), "--holdout", "56",
             "--threads", "1", "--seeds", "1-2", "--epochs", "1", "--trials", "2", "--sampler-seed", "1"]
     with pytest.raises(SystemExit):
         search.parse_args([*argv, "--prune"])
     search.main(argv)
     trials = load(tmp_path / "study").trials
-    assert trials[0].params == {"stroke": 0.0, "rotation": 7.0}  # train.py's defaults
+    assert trials[0].params == {"scale": 0.0, "rotation": 7.0}  # train.py's defaults
     assert [len(t.values) for t in trials] == [2, 2]
     kinds = robustness.suite(synthetic_mnist, 56)
     runs = tmp_path / "study" / "runs" / search.run_name(trials[1].user_attrs["flags"])
@@ -304,7 +304,7 @@ def test_an_off_mnist_study_refuses_a_space_without_the_defaults_and_a_study_of_
     optuna.create_study(study_name="study", direction="maximize",
                         storage=JournalStorage(JournalFileBackend(str(tmp_path / "study" / "journal.log"))))
     with pytest.raises(SystemExit) as refused:
-        search.main([*common, "--param", "stroke=0.0:1.0"])
+        search.main([*common, "--param", "scale=0.0:0.2"])
     assert str(refused.value.code) == (f"search.py: error: {tmp_path / 'study'} holds a study of 1 "
                                        "objective(s): leave out --off-mnist to continue it")
     assert load(tmp_path / "study").trials == []
