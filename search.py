@@ -108,7 +108,8 @@ def parse_args(argv=None):
         "two-objective TPE, which cannot prune")
     add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
     add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
-    add("--top", type=bounded(int, 1), default=10, help="trials in the table (of two objectives: the front)")
+    add("--top", type=bounded(int, 1), default=10,
+        help="trials in the table; with --off-mnist the table is the whole front")
     add("--worker", type=int, help=argparse.SUPPRESS)  # set for the workers --jobs starts
     args, args.train_flags = p.parse_known_args(argv)
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)
@@ -118,8 +119,6 @@ def parse_args(argv=None):
         p.error("--prune: a two-objective study cannot prune")
     if args.off_mnist and args.max_params:
         p.error("--max-params: a two-objective study starts from train.py's defaults, which it would change")
-    if args.off_mnist and (error := defaults_outside(args)):
-        p.error(error)
     seeds.refuse_own_flags(p, "search.py", args.train_flags, ("--seed", "--resume", "--channels", "--width"))
     args.threads = args.threads or seeds.threads_per_job(args.jobs)
     # A bad train.py flag, a --param that train.py does not know or a --max-params below the
@@ -131,6 +130,8 @@ def parse_args(argv=None):
         first_run = seed_table(args, first_flags).train_args
     except ValueError as error:
         p.error(str(error))
+    if args.off_mnist and (error := defaults_outside(args)):  # after the check that train.py knows them
+        p.error(error)
     args.epochs, args.data_dir = first_run.epochs, first_run.data_dir
     return args
 
@@ -453,7 +454,11 @@ def write_report(study, args):
     for rank, t in enumerate(done[:None if two else args.top], 1):
         cells = [f"{value:.2f}% | " + ", ".join(f"{v:.2f}" for v in t.user_attrs[attr].values())
                  for value, attr in zip(t.values, ("worst_by_seed", "off_mnist_by_seed"))]
-        command = " ".join(["python train.py", *t.user_attrs.get("train_flags", args.train_flags),
+        flags = t.user_attrs.get("train_flags", args.train_flags)
+        # --data-dir decides nothing and is the study's machine's own: the reader's default applies
+        shown = [word for before, word in zip(["", *flags], flags)
+                 if "--data-dir" not in (before, word) and not word.startswith("--data-dir=")]
+        command = " ".join(["python train.py", *shown,
                             *(part for item in t.user_attrs["flags"].items() for part in item)])
         lines.append(f"| {rank} | {t.number} | {' | '.join(cells)} | "
                      f"{t.user_attrs.get('parameters', '')} | `{command}` |")

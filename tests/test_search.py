@@ -300,6 +300,9 @@ def test_an_off_mnist_study_refuses_a_space_without_the_defaults_and_a_study_of_
     with pytest.raises(SystemExit):
         search.parse_args([*common, "--param", "rotation=10.0:30.0"])
     assert "--param rotation: train.py's default 7.0 lies outside it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a flag train.py does not have: one line, not a KeyError
+        search.parse_args([*common, "--param", "pen=0.0:0.5"])
+    assert "unrecognized arguments: --pen" in capsys.readouterr().err
     (tmp_path / "study").mkdir()
     optuna.create_study(study_name="study", direction="maximize",
                         storage=JournalStorage(JournalFileBackend(str(tmp_path / "study" / "journal.log"))))
