@@ -70,7 +70,7 @@ def main(argv=None):
         kinds = robustness.suite(args.data_dir, runs[args.default][seeds[0]]["config"]["holdout"], args.count,
                                  args.font_count)
         scores = {folder: seed_scores(folder, seeds, runs[folder], kinds) for folder in folders}
-    except (DataError, WeightsError, OSError, ValueError, KeyError) as error:
+    except (DataError, WeightsError, OSError, ValueError, KeyError, RuntimeError) as error:
         sys.exit(f"handwriting_pick.py: error: {error}")
     base = scores[args.default]
     print(f"Paired seeds {', '.join(map(str, seeds))}; MNIST: the lowest validation accuracy of the last "

@@ -5,7 +5,8 @@ run (as the train.py command that repeats it), its seed, device and CPU, and its
 
 FOLDER holds <candidate>/seed<N>/history.json, and robustness.json where the run's weights
 were scored (python robustness.py --split val --weights W --output ...). A flag that the
-code has since dropped is written as it was given then (the round's commit has it).
+code has since dropped is left out where it was off (train.ABSENT_MEANS), else written as it
+was given then (the round's commit has it).
 """
 
 import csv
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train import deciding_settings  # noqa: E402
+from train import ABSENT_MEANS, deciding_settings  # noqa: E402
 from utils import atomic_write_bytes  # noqa: E402 (the project's modules are one folder up)
 
 # Settings that decide a run but are no flag: train.py computed them from its flags.
@@ -29,7 +30,7 @@ def command(config):
     deciding_settings), as a flag."""
     words = ["python", "train.py"]
     for key, value in deciding_settings(config).items():
-        if key in COMPUTED or value is None:
+        if key in COMPUTED or value is None or (key in ABSENT_MEANS and value == ABSENT_MEANS[key]):
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:

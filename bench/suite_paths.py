@@ -9,6 +9,7 @@ training images, seed 2). --figure draws, for the first weights, the first digit
 through the product on the noise and thin rows, then a few it reads right.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -24,6 +25,18 @@ from model import WeightsError, load_model, normalize  # noqa: E402
 from utils import OneLineErrorParser, atomic_write, output_file  # noqa: E402
 
 HOLDOUT, COUNT = 10000, 2000  # rule.md's suite
+
+
+def held_out(weights):
+    """Refuses WEIGHTS unless the history.json beside them shows a --holdout HOLDOUT run: any
+    other network trained on the suite's digits."""
+    history = Path(weights).with_name("history.json")
+    if not history.is_file():
+        raise ValueError(f"{weights}: no history.json beside it to show that it held out the suite's digits")
+    holdout = json.loads(history.read_text())["config"].get("holdout")
+    if holdout != HOLDOUT:
+        raise ValueError(f"{weights}: trained with --holdout {holdout}, so on the suite's digits; "
+                         f"give --holdout {HOLDOUT} runs")
 
 
 def rows_of_digits(model, kinds, names, wrong=16, right=8):
@@ -46,12 +59,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         models = [load_model(path) for path in args.weights]
+        for path in args.weights:
+            held_out(path)
         ensure_mnist(args.data_dir)
         kinds = robustness.suite(args.data_dir, HOLDOUT, COUNT)
         _, (pixels, labels) = read_splits(args.data_dir, HOLDOUT)
         images, labels = to_unit_interval(pixels[:COUNT]), labels[:COUNT]
-    except (DataError, WeightsError) as error:
-        p.error(str(error))
+    except (DataError, WeightsError, ValueError, KeyError, OSError, RuntimeError) as error:
+        p.error(str(error))  # RuntimeError: torch.load of a damaged suite file
     names = list(robustness.CORRUPTIONS)
     print("| weights | way | " + " | ".join(names) + " |\n|" + " --- |" * (len(names) + 2))
     for path, model in zip(args.weights, models):
@@ -63,7 +78,10 @@ def main(argv=None):
     if args.figure:
         grid = (rows_of_digits(models[0], kinds, ["noise", "thin"]).clamp(0, 1) * 255).byte().numpy()
         image = Image.fromarray(np.kron(grid, np.ones((3, 3), np.uint8)))  # 3x, pixels kept square
-        atomic_write(args.figure, lambda f: image.save(f, format="PNG"))
+        try:
+            atomic_write(args.figure, lambda f: image.save(f, format="PNG"))
+        except OSError as error:
+            p.error(f"--figure {args.figure}: {error}")
 
 
 if __name__ == "__main__":

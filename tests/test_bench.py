@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -82,7 +83,8 @@ def test_bad_arguments_give_one_line(synthetic_mnist, tmp_path, argv, message):
 def test_screening_table_writes_the_command_that_repeats_each_run(tmp_path):
     flags = ["--seed", "2", "--holdout", "100", "--channels", "4,8,8,8,8,12,12", "--recipe", "fast",
              "--data-dir", "elsewhere", "--no-nesterov"]
-    config = train.run_config(train.parse_args(flags))
+    # recorded while --pen and --noise existed, both off: the command leaves them out
+    config = {**train.run_config(train.parse_args(flags)), "pen": 0.0, "noise": 0.0}
     epochs = [{"val_acc": 98.0, "seconds": 1.0}, {"val_acc": 99.0, "seconds": 1.0}]
     run = tmp_path / "screen" / "c01" / "seed2"
     run.mkdir(parents=True)
@@ -97,7 +99,7 @@ def test_screening_table_writes_the_command_that_repeats_each_run(tmp_path):
     assert words[:2] == ["python", "train.py"] and "--channels" in words and "--no-nesterov" in words
     assert not {"--recipe", "--data-dir", "--parameters", "--device"} & set(words)
     again = train.run_config(train.parse_args(words[2:]))  # the command repeats what decides the run
-    assert train.deciding_settings(again) == train.deciding_settings(config)
+    assert train.changed_settings(config, again) == []
 
 
 def write_table(folder, parameters, finals, width=1.0):
@@ -258,10 +260,17 @@ def test_the_handwriting_rule_prefers_the_suite_within_the_noise_then_a_close_on
     assert refused.returncode == 1 and "every run must hold out the same training digits" in refused.stderr
 
 
-def test_suite_paths_refuses_missing_weights_in_one_line_and_draws_nothing(tmp_path):
-    figure = tmp_path / "misread.png"
-    done = subprocess.run([sys.executable, "bench/suite_paths.py", str(tmp_path / "none.pt"), "--figure",
-                           str(figure)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stdout == "" and not figure.exists()
+def test_suite_paths_refuses_missing_weights_and_a_network_that_trained_on_the_suite(tmp_path):
+    def suite_paths(weights):
+        command = [sys.executable, "bench/suite_paths.py", str(weights), "--figure", str(tmp_path / "m.png")]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    done = suite_paths(tmp_path / "none.pt")
+    assert done.returncode == 2 and done.stdout == "" and not (tmp_path / "m.png").exists()
     said = f"suite_paths.py: error: {tmp_path / 'none.pt'}: no such file (see --help)"
     assert done.stderr.splitlines() == [said]
+    shutil.copy(ROOT / "weights.pt", tmp_path / "weights.pt")
+    (tmp_path / "history.json").write_text(json.dumps({"config": {"holdout": 0}}))
+    done = suite_paths(tmp_path / "weights.pt")
+    assert done.returncode == 2 and not (tmp_path / "m.png").exists()
+    assert "trained with --holdout 0, so on the suite's digits" in done.stderr
