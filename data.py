@@ -248,7 +248,7 @@ class Augmentation:
     interpolation: str = "nearest"  # or "bilinear"
 
     def __bool__(self):
-        return any(value for name, value in vars(self).items() if name != "interpolation")
+        return bool(self.rotation or self.translate or self.scale)
 
     def __call__(self, images, generator):
         """Each image of an (N, 1, H, W) batch moved by its own draws from GENERATOR (CPU).
@@ -261,52 +261,6 @@ class Augmentation:
                  if self.scale else None)
         return transform(images, angles.to(to), None if shifts is None else shifts.to(to),
                          None if zooms is None else zooms.to(to), self.interpolation)
-
-
-# A pixel's 8 neighbours, clockwise from north: bit i of its neighbourhood's byte is NEIGHBOURS[i].
-NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
-
-
-def thinning_tables():
-    """Zhang and Suen's (1984) two sub-iterations as tables over the 256 neighbourhoods: an ink
-    pixel is peeled off if it has 2-6 ink neighbours, they form one run around it, and (first)
-    north-east-south and east-south-west or (second) north-east-west and north-south-west are
-    not all ink."""
-    codes = torch.arange(256)
-    n = [(codes >> bit) & 1 for bit in range(8)]
-    count = sum(n)
-    runs = sum((1 - n[i]) * n[(i + 1) % 8] for i in range(8))
-    peelable = (count >= 2) & (count <= 6) & (runs == 1)
-    first = peelable & (n[0] * n[2] * n[4] == 0) & (n[2] * n[4] * n[6] == 0)
-    second = peelable & (n[0] * n[2] * n[6] == 0) & (n[0] * n[4] * n[6] == 0)
-    return first, second
-
-
-THINNING = thinning_tables()
-
-
-def skeleton(masks):
-    """Boolean masks (..., H, W) thinned to 8-connected lines 1 px wide, their connectivity
-    kept (Zhang and Suen, 1984): each sub-iteration reads every pixel's neighbourhood as a
-    byte and peels off what its table says, until neither peels any more. All masks at
-    once, on their device; a mask that is done is left out of the next rounds."""
-    shape, (height, width) = masks.shape, masks.shape[-2:]
-    mask = masks.reshape(-1, height, width).to(torch.uint8)
-    tables = [table.to(mask.device) for table in THINNING]
-    active = torch.arange(len(mask), device=mask.device)
-    while len(active):
-        peeled = torch.zeros(len(active), dtype=torch.bool, device=mask.device)
-        for table in tables:
-            part = mask[active]
-            padded = F.pad(part, (1, 1, 1, 1))
-            codes = torch.zeros_like(part)
-            for bit, (dy, dx) in enumerate(NEIGHBOURS):
-                codes += padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] << bit
-            peel = part.bool() & table[codes.long()]
-            mask[active] = part.masked_fill(peel, 0)
-            peeled |= peel.flatten(1).any(1)
-        active = active[peeled]
-    return mask.bool().reshape(shape)
 
 
 def transform(images, angles, shifts=None, zooms=None, mode="nearest"):

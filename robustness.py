@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from data import DataError, ensure_mnist, read_splits, skeleton, to_unit_interval, transform
+from data import DataError, ensure_mnist, read_splits, to_unit_interval, transform
 from images import InputError, resize, to_gray_array, to_mnist_digit
 from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
 from utils import OneLineErrorParser, atomic_write, atomic_write_json, bounded, output_file
@@ -188,6 +188,52 @@ def jpeg_round_trip(page):
     return to_gray_array(Image.open(buffer))
 
 
+# A pixel's 8 neighbours, clockwise from north: bit i of its neighbourhood's byte is NEIGHBOURS[i].
+NEIGHBOURS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+
+
+def thinning_tables():
+    """Zhang and Suen's (1984) two sub-iterations as tables over the 256 neighbourhoods: an ink
+    pixel is peeled off if it has 2-6 ink neighbours, they form one run around it, and (first)
+    north-east-south and east-south-west or (second) north-east-west and north-south-west are
+    not all ink."""
+    codes = torch.arange(256)
+    n = [(codes >> bit) & 1 for bit in range(8)]
+    count = sum(n)
+    runs = sum((1 - n[i]) * n[(i + 1) % 8] for i in range(8))
+    peelable = (count >= 2) & (count <= 6) & (runs == 1)
+    first = peelable & (n[0] * n[2] * n[4] == 0) & (n[2] * n[4] * n[6] == 0)
+    second = peelable & (n[0] * n[2] * n[6] == 0) & (n[0] * n[4] * n[6] == 0)
+    return first, second
+
+
+THINNING = thinning_tables()
+
+
+def skeleton(masks):
+    """Boolean masks (..., H, W) thinned to 8-connected lines 1 px wide, their connectivity
+    kept (Zhang and Suen, 1984): each sub-iteration reads every pixel's neighbourhood as a
+    byte and peels off what its table says, until neither peels any more. All masks at
+    once, on their device; a mask that is done is left out of the next rounds."""
+    shape, (height, width) = masks.shape, masks.shape[-2:]
+    mask = masks.reshape(-1, height, width).to(torch.uint8)
+    tables = [table.to(mask.device) for table in THINNING]
+    active = torch.arange(len(mask), device=mask.device)
+    while len(active):
+        peeled = torch.zeros(len(active), dtype=torch.bool, device=mask.device)
+        for table in tables:
+            part = mask[active]
+            padded = F.pad(part, (1, 1, 1, 1))
+            codes = torch.zeros_like(part)
+            for bit, (dy, dx) in enumerate(NEIGHBOURS):
+                codes += padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] << bit
+            peel = part.bool() & table[codes.long()]
+            mask[active] = part.masked_fill(peel, 0)
+            peeled |= peel.flatten(1).any(1)
+        active = active[peeled]
+    return mask.bool().reshape(shape)
+
+
 def pen_line(mask, width):
     """MASK's strokes as a continuous line WIDTH px wide: its skeleton, each pixel a WIDTH x WIDTH square."""
     line = skeleton(torch.from_numpy(mask)).numpy()
@@ -273,11 +319,12 @@ def suite(data_dir, holdout, count=2000, font_count=2000, seed=SUITE_SEED):
     --holdout run of the same HOLDOUT),
     and FONT_COUNT font digits, prepared as predict.py prepares a file. Preparing takes minutes,
     so the digits are kept in DATA_DIR, named by their settings and a digest of what makes them:
-    the fonts, and the code that draws and prepares them (this file and images.py)."""
+    the fonts, and the code that draws and prepares them (this file, images.py and data.py)."""
     if holdout <= 0:  # read_splits would give the test set
         raise ValueError("the off-MNIST suite reads held-out training digits: give a --holdout")
     count = min(count, holdout)
-    makers = [*font_files(), Path(__file__), Path(to_mnist_digit.__code__.co_filename)]
+    makers = [*font_files(), Path(__file__), Path(to_mnist_digit.__code__.co_filename),
+              Path(transform.__code__.co_filename)]  # images.py, data.py
     digest = files_digest(makers)[:12]
     cache = Path(data_dir) / f"suite-holdout{holdout}-{count}-fonts{font_count}-seed{seed}-{digest}.pt"
     if cache.is_file():

@@ -216,7 +216,8 @@ def changed_settings(before, after):
     to config AFTER; an entry that one of them lacks counts as None, or as ABSENT_MEANS's value
     where it names the entry."""
     before, after = ({**ABSENT_MEANS, **deciding_settings(config)} for config in (before, after))
-    return [f"{key} {before.get(key)!r} (now {after.get(key)!r})"
+    return [f"{key} {before.get(key)!r} (now {after.get(key)!r}"
+            + ("; a flag since removed, see CHANGELOG)" if key in ABSENT_MEANS else ")")
             for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
 
 
@@ -375,7 +376,7 @@ def setup(args):
     if args.deterministic:
         make_deterministic()
     torch.manual_seed(args.seed)
-    augment = Augmentation(*(getattr(args, name) for name in Augmentation.__dataclass_fields__))
+    augment = Augmentation(args.rotation, args.translate, args.scale, args.interpolation)
     train_loader, eval_loader = make_loaders(args.data_dir, device, augment=augment, seed=args.seed,
                                              holdout=args.holdout, **sizes)
     model = make_model(args).to(device)

@@ -1,6 +1,5 @@
 """data.py: acquiring verified MNIST files (also by two runs at once), the in-memory loader
-against torchvision's transforms, which it replaces, the held-out split, and the
-skeletons (robustness.py's fine pen) against a plain thinning."""
+against torchvision's transforms, which it replaces, and the held-out split."""
 
 import gzip
 import hashlib
@@ -32,7 +31,6 @@ from data import (
     normalized,
     raw_dir,
     read_split,
-    skeleton,
     to_unit_interval,
     transform,
 )
@@ -388,48 +386,6 @@ def test_holdout_trains_and_validates_on_disjoint_images(synthetic_mnist):
     training_rows = {tuple(row.flatten().tolist()) for row in seen_in_training}
     assert training_rows == {tuple(row.flatten().tolist()) for row in expected[:200]}
     assert not training_rows & {tuple(row.flatten().tolist()) for row in validation}
-
-
-def plain_thinning(mask):
-    """Zhang and Suen's thinning as their paper states it, pixel by pixel: P2..P9 are a pixel's
-    neighbours clockwise from north; each sub-iteration marks, then deletes."""
-    mask = np.pad(mask.astype(np.uint8), 1)
-    offsets = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
-    changed = True
-    while changed:
-        changed = False
-        for step in (0, 1):
-            marked = []
-            for y, x in zip(*np.nonzero(mask)):
-                p2, p3, p4, p5, p6, p7, p8, p9 = (int(mask[y + dy, x + dx]) for dy, dx in offsets)
-                ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
-                count, runs = sum(ring[:8]), sum(a == 0 and b == 1 for a, b in zip(ring, ring[1:]))
-                sides = (p2 * p4 * p6, p4 * p6 * p8) if step == 0 else (p2 * p4 * p8, p2 * p6 * p8)
-                if 2 <= count <= 6 and runs == 1 and sides == (0, 0):
-                    marked.append((y, x))
-            for y, x in marked:
-                mask[y, x] = 0
-            changed = changed or bool(marked)
-    return mask[1:-1, 1:-1].astype(bool)
-
-
-def test_skeleton_is_zhang_and_suens_thinning_pixel_for_pixel():
-    rng = np.random.default_rng(0)
-    masks = []
-    for _ in range(12):  # blobs, bars and rings of random sizes, some touching the border
-        mask = np.zeros((20, 24), dtype=bool)
-        for _ in range(rng.integers(1, 4)):
-            top, left = rng.integers(-2, 16), rng.integers(-2, 20)
-            mask[max(top, 0):top + rng.integers(2, 9), max(left, 0):left + rng.integers(2, 9)] = True
-        if rng.random() < 0.5:
-            mask[8:12, 8:14] = False  # a hole
-        masks.append(mask)
-    masks.append(synthetic_digits(1, seed=3)[0][0][:20, :24] > 127)
-    together = skeleton(torch.from_numpy(np.stack(masks))).numpy()
-    for mask, thinned in zip(masks, together):
-        assert np.array_equal(thinned, plain_thinning(mask))
-        assert not (thinned & ~mask).any()
-    assert together.sum() < 0.5 * np.stack(masks).sum()  # it did thin
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--bogus"]])

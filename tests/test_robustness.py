@@ -1,6 +1,6 @@
 """robustness.py on small data: every corruption changes the digits, draws are fixed by the
-seed, font digits hold no MNIST image and come from matplotlib's fonts alone, and the
-command's figures add up."""
+seed, font digits hold no MNIST image and come from matplotlib's fonts alone, the fine pen's
+skeletons are a plain thinning's, and the command's figures add up."""
 
 import json
 import shutil
@@ -13,6 +13,7 @@ import torch
 from PIL import ImageFont
 
 import robustness
+from conftest import synthetic_digits
 from data import read_split, to_unit_interval
 from images import pieces_of
 from model import Net, normalize
@@ -208,3 +209,45 @@ def test_the_suite_reads_held_out_digits_once_and_keeps_them(synthetic_mnist, mo
     monkeypatch.setattr(robustness, "product_digits", lambda *args: pytest.fail("prepared again"))
     again = robustness.suite(synthetic_mnist, 56, count=20, font_count=10)
     assert all(torch.equal(again[name][0], kinds[name][0]) for name in kinds)
+
+
+def plain_thinning(mask):
+    """Zhang and Suen's thinning as their paper states it, pixel by pixel: P2..P9 are a pixel's
+    neighbours clockwise from north; each sub-iteration marks, then deletes."""
+    mask = np.pad(mask.astype(np.uint8), 1)
+    offsets = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            marked = []
+            for y, x in zip(*np.nonzero(mask)):
+                p2, p3, p4, p5, p6, p7, p8, p9 = (int(mask[y + dy, x + dx]) for dy, dx in offsets)
+                ring = [p2, p3, p4, p5, p6, p7, p8, p9, p2]
+                count, runs = sum(ring[:8]), sum(a == 0 and b == 1 for a, b in zip(ring, ring[1:]))
+                sides = (p2 * p4 * p6, p4 * p6 * p8) if step == 0 else (p2 * p4 * p8, p2 * p6 * p8)
+                if 2 <= count <= 6 and runs == 1 and sides == (0, 0):
+                    marked.append((y, x))
+            for y, x in marked:
+                mask[y, x] = 0
+            changed = changed or bool(marked)
+    return mask[1:-1, 1:-1].astype(bool)
+
+
+def test_skeleton_is_zhang_and_suens_thinning_pixel_for_pixel():
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(12):  # blobs, bars and rings of random sizes, some touching the border
+        mask = np.zeros((20, 24), dtype=bool)
+        for _ in range(rng.integers(1, 4)):
+            top, left = rng.integers(-2, 16), rng.integers(-2, 20)
+            mask[max(top, 0):top + rng.integers(2, 9), max(left, 0):left + rng.integers(2, 9)] = True
+        if rng.random() < 0.5:
+            mask[8:12, 8:14] = False  # a hole
+        masks.append(mask)
+    masks.append(synthetic_digits(1, seed=3)[0][0][:20, :24] > 127)
+    together = robustness.skeleton(torch.from_numpy(np.stack(masks))).numpy()
+    for mask, thinned in zip(masks, together):
+        assert np.array_equal(thinned, plain_thinning(mask))
+        assert not (thinned & ~mask).any()
+    assert together.sum() < 0.5 * np.stack(masks).sum()  # it did thin

@@ -364,7 +364,8 @@ def test_resume_after_a_signal_is_bitwise_the_uninterrupted_run(
 def test_a_run_recorded_with_a_flag_since_removed_is_this_codes_only_if_it_had_it_off():
     config = train.run_config(train.parse_args([]))
     assert train.changed_settings({**config, "pen": 0.0, "noise": 0.0}, config) == []
-    assert train.changed_settings({**config, "pen": 0.25}, config) == ["pen 0.25 (now 0.0)"]
+    assert train.changed_settings({**config, "pen": 0.25}, config) == [
+        "pen 0.25 (now 0.0; a flag since removed, see CHANGELOG)"]
 
 
 def test_resume_refuses_other_settings(synthetic_mnist, tmp_path, no_acquisition, monkeypatch):
