@@ -109,7 +109,7 @@ def parse_args(argv=None):
     add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
     add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
     add("--top", type=bounded(int, 1), default=10,
-        help="trials in the table; with --off-mnist the table is the whole front")
+        help="trials in the table; of a two-objective study it is the whole front, and --top is ignored")
     add("--worker", type=int, help=argparse.SUPPRESS)  # set for the workers --jobs starts
     args, args.train_flags = p.parse_known_args(argv)
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)

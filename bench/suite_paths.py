@@ -9,7 +9,6 @@ training images, seed 2). --figure draws, for the first weights, the first digit
 through the product on the noise and thin rows, then a few it reads right.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import robustness  # noqa: E402
+import train  # noqa: E402
 from data import DataError, ensure_mnist, read_splits, to_unit_interval  # noqa: E402
 from model import WeightsError, load_model, normalize  # noqa: E402
 from utils import OneLineErrorParser, atomic_write, output_file  # noqa: E402
@@ -33,7 +33,7 @@ def held_out(weights):
     history = Path(weights).with_name("history.json")
     if not history.is_file():
         raise ValueError(f"{weights}: no history.json beside it to show that it held out the suite's digits")
-    holdout = json.loads(history.read_text())["config"].get("holdout")
+    holdout = train.read_history(history)["config"].get("holdout")
     if holdout != HOLDOUT:
         raise ValueError(f"{weights}: trained with --holdout {holdout}, so on the suite's digits; "
                          f"give --holdout {HOLDOUT} runs")

@@ -270,7 +270,8 @@ def test_suite_paths_refuses_missing_weights_and_a_network_that_trained_on_the_s
     said = f"suite_paths.py: error: {tmp_path / 'none.pt'}: no such file (see --help)"
     assert done.stderr.splitlines() == [said]
     shutil.copy(ROOT / "weights.pt", tmp_path / "weights.pt")
-    (tmp_path / "history.json").write_text(json.dumps({"config": {"holdout": 0}}))
+    history = {"config": {"holdout": 0}, "epochs": [{"val_acc": 99.0}]}
+    (tmp_path / "history.json").write_text(json.dumps(history))
     done = suite_paths(tmp_path / "weights.pt")
     assert done.returncode == 2 and not (tmp_path / "m.png").exists()
     assert "trained with --holdout 0, so on the suite's digits" in done.stderr

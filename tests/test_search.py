@@ -290,6 +290,7 @@ def test_an_off_mnist_study_starts_from_the_default_and_reports_its_pareto_front
     assert list(trials[1].user_attrs["off_mnist_by_seed"].values()) == pytest.approx(scores)
     report = (tmp_path / "study" / "trials.md").read_text()
     assert "The Pareto front" in report and "| trial | front | MNIST | suite | clean | shift |" in report
+    assert "python train.py --" in report and "--data-dir" not in report  # the reader's own data folder
     assert (tmp_path / "study" / "pareto.png").exists()
 
 
