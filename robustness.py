@@ -55,7 +55,7 @@ from PIL import Image, ImageDraw, ImageFont
 from data import DataError, ensure_mnist, read_splits, to_unit_interval, transform
 from images import InputError, resize, to_gray_array, to_mnist_digit
 from model import COMMITTED_WEIGHTS, WeightsError, load_model, normalize
-from utils import OneLineErrorParser, atomic_write, atomic_write_json, bounded, output_file
+from utils import OneLineErrorParser, atomic_write_json, bounded, output_file
 
 # The font digits' fonts, pinned by name: files inside matplotlib (a requirement), read from its data
 # folder only, so that the font score is the same on every machine; fonts_sha256 records their bytes.
@@ -307,41 +307,6 @@ def benchmark(model, pixels, labels, seed=0, font_count=2000):
     seen["corrupted_mean"] = sum(parts) / len(parts)
     seen["overall"] = (sum(parts) + seen["fonts"]) / (len(parts) + 1)
     return seen, product
-
-
-# The off-MNIST validation suite's draws: not seed 0, whose test-digit report picked the shipped seed.
-SUITE_SEED = 2
-
-
-def suite(data_dir, holdout, count=2000, font_count=2000, seed=SUITE_SEED):
-    """The off-MNIST validation suite, {kind: (digits, labels)}: every through-the-product kind of
-    the first COUNT (at most all) of the last HOLDOUT training images (never trained on by a
-    --holdout run of the same HOLDOUT),
-    and FONT_COUNT font digits, prepared as predict.py prepares a file. Preparing takes minutes,
-    so the digits are kept in DATA_DIR, named by their settings and a digest of what makes them:
-    the fonts, and the code that draws and prepares them (this file, images.py and data.py)."""
-    if holdout <= 0:  # read_splits would give the test set
-        raise ValueError("the off-MNIST suite reads held-out training digits: give a --holdout")
-    count = min(count, holdout)
-    makers = [*font_files(), Path(__file__), Path(to_mnist_digit.__code__.co_filename),
-              Path(transform.__code__.co_filename)]  # images.py, data.py
-    digest = files_digest(makers)[:12]
-    cache = Path(data_dir) / f"suite-holdout{holdout}-{count}-fonts{font_count}-seed{seed}-{digest}.pt"
-    if cache.is_file():
-        return torch.load(cache)
-    _, (pixels, labels) = read_splits(data_dir, holdout)
-    pixels, labels = pixels[:count], labels[:count]
-    kinds = {name: (digits, labels) for name, digits in product_digits(to_unit_interval(pixels), seed)}
-    grays, font_labels = zip(*font_pages(font_count, seed))
-    kinds["fonts"] = prepared(grays), torch.tensor(font_labels)
-    atomic_write(cache, lambda f: torch.save(kinds, f))
-    return kinds
-
-
-def suite_scores(model, kinds):
-    """{kind: % of the suite's KINDS that MODEL reads right, "mean": their mean, the suite's number}."""
-    scores = {name: accuracy(model, digits, labels) for name, (digits, labels) in kinds.items()}
-    return {**scores, "mean": sum(scores.values()) / len(scores)}
 
 
 def parse_args(argv=None):

@@ -8,10 +8,6 @@ with its train.log and history.json. Its value is the worst case the project jud
 by: over the seeds, the lowest validation accuracy of the last three epochs (maximized).
 Each epoch's accuracy, from the epochs.json that train.py writes, goes to the pruner
 (--prune). Any flag that search.py does not know goes to every run (above: --dropout 0).
-With --off-mnist a trial has a second value, also maximized: the mean over the seeds of
-robustness.py's off-MNIST validation suite (robustness.suite: the same held-out digits photographed,
-corrupted and drawn from fonts, as predict.py reads them); trial 0 is train.py's defaults, and
-the report is the Pareto front (pareto.png).
 
 The study lives in OUT_DIR/journal.log (Optuna's journal file storage): run the same
 command again after Ctrl-C, and it continues, the stopped trial resuming from its
@@ -37,11 +33,8 @@ import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-import robustness
 import seeds
-import train
-from data import DataError, ensure_mnist
-from model import Net, count_parameters, load_model
+from model import Net, count_parameters
 from utils import (
     LAST_EPOCHS,
     OneLineErrorParser,
@@ -104,21 +97,14 @@ def parse_args(argv=None):
     add("--storage", help="a database URL instead of OUT_DIR/journal.log: sqlite:///study.db serves one "
         "machine; workers on several machines need a database server that all of them reach, and its "
         "driver (e.g. psycopg2 for postgresql://...), which requirements.txt does not install")
-    add("--off-mnist", action="store_true", help="a second objective: the off-MNIST validation suite's mean; "
-        "two-objective TPE, which cannot prune")
     add("--sampler-seed", type=int, help="the TPE sampler's seed (worker i uses SEED + i)")
     add("--report", action="store_true", help="write the table and plots of the study as it is, and stop")
-    add("--top", type=bounded(int, 1), default=10,
-        help="trials in the table; of a two-objective study it is the whole front, and --top is ignored")
+    add("--top", type=bounded(int, 1), default=10, help="trials in the table")
     add("--worker", type=int, help=argparse.SUPPRESS)  # set for the workers --jobs starts
     args, args.train_flags = p.parse_known_args(argv)
     args.space = dict([parameter(text) for text in SPACES.get(args.space, [])] + args.param)
     if not args.space and not args.report:
         p.error("nothing to search: give --space or --param")
-    if args.off_mnist and args.prune:
-        p.error("--prune: a two-objective study cannot prune")
-    if args.off_mnist and args.max_params:
-        p.error("--max-params: a two-objective study starts from train.py's defaults, which it would change")
     seeds.refuse_own_flags(p, "search.py", args.train_flags, ("--seed", "--resume", "--channels", "--width"))
     args.threads = args.threads or seeds.threads_per_job(args.jobs)
     # A bad train.py flag, a --param that train.py does not know or a --max-params below the
@@ -126,30 +112,11 @@ def parse_args(argv=None):
     # the space's first values. Its seed table also gives every run's epochs, which the pruner counts.
     first = {name: spec[1][0] if spec[0] == "choice" else spec[1] for name, spec in args.space.items()}
     try:
-        first_flags = suggest(optuna.trial.FixedTrial(first), args.space, args.max_params)
-        first_run = seed_table(args, first_flags).train_args
+        args.epochs = seed_table(args, suggest(optuna.trial.FixedTrial(first), args.space, args.max_params)
+                                 ).train_args.epochs
     except ValueError as error:
         p.error(str(error))
-    if args.off_mnist and (error := defaults_outside(args)):  # after the check that train.py knows them
-        p.error(error)
-    args.epochs, args.data_dir = first_run.epochs, first_run.data_dir
     return args
-
-
-def train_defaults(args):
-    """{search parameter: train.py's default with the study's flags} for each of --param's names."""
-    defaults = {**dict(zip(CHANNEL_SLOTS, Net.CHANNELS)), **vars(train.parse_args(args.train_flags))}
-    return {name: defaults[name.replace("-", "_")] for name in args.space}
-
-
-def defaults_outside(args):
-    """Why train.py's defaults cannot be trial 0 of the space, or None."""
-    for name, value in train_defaults(args).items():
-        kind, *spec = args.space[name]
-        inside = str(value) in spec[0] if kind == "choice" else spec[0] <= value <= spec[1]
-        if not inside:
-            return f"--param {name}: train.py's default {value} lies outside it; --off-mnist starts from it"
-    return None
 
 
 def suggest(trial, space, max_params=None):
@@ -208,7 +175,7 @@ def run_name(flags):
 def objective(args, trial):
     """A trial: its flags, suggested, trained as a seed table of seeds.py (one run at a time,
     in OUT_DIR/runs/NAME); its value, the lowest validation accuracy of the last LAST_EPOCHS
-    epochs over the seeds, and with --off-mnist the suite's mean over the seeds' weights."""
+    epochs over the seeds."""
     flags = suggest(trial, args.space, args.max_params)
     if "--channels" in flags:
         trial.set_user_attr("parameters", parameter_count([int(c) for c in flags["--channels"].split(",")]))
@@ -223,8 +190,7 @@ def objective(args, trial):
     try:
         if STOPPING.is_set():  # a signal between two trials
             raise seeds.Stopped()
-        # Optuna takes no intermediate values of a two-objective trial
-        failed = seeds.run_seeds(table, follow=None if args.off_mnist else reporting(trial, table))
+        failed = seeds.run_seeds(table, follow=reporting(trial, table))
     except seeds.Stopped:
         trial.set_user_attr("interrupted", True)  # requeue_interrupted runs it again
         raise
@@ -235,15 +201,7 @@ def objective(args, trial):
         raise RuntimeError(f"not every seed finished; see {table.out_dir}/seedN/train.log")
     worst = {seed: lowest_of_last(history["epochs"]) for seed, history in histories.items()}
     trial.set_user_attr("worst_by_seed", worst)
-    if not args.off_mnist:
-        return min(worst.values())
-    kinds = robustness.suite(args.data_dir, args.holdout)  # prepared by main(), read here
-    scores = {seed: robustness.suite_scores(load_model(seeds.seed_folder(table, seed) / "weights.pt"), kinds)
-              for seed in table.seeds}
-    trial.set_user_attr("off_mnist_by_seed", {seed: score["mean"] for seed, score in scores.items()})
-    trial.set_user_attr("off_mnist_kinds", {kind: sum(score[kind] for score in scores.values()) / len(scores)
-                                            for kind in kinds})
-    return min(worst.values()), sum(score["mean"] for score in scores.values()) / len(scores)
+    return min(worst.values())
 
 
 def seed_table(args, flags):
@@ -305,20 +263,13 @@ def open_study(args):
     names = [study.study_name for study in optuna.get_all_study_summaries(storage)]
     # A moved folder's journal keeps its one study; a shared --storage holds one study per --out-dir name.
     name = names[0] if len(names) == 1 and not args.storage else Path(args.out_dir).name
-    if name in names:  # loaded, not created again: that would add a line to the journal each time
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    else:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                    directions=["maximize"] * (1 + args.off_mnist), load_if_exists=True)
-    if args.report:
-        return study
-    if len(study.directions) != 1 + args.off_mnist:
-        count = len(study.directions)
-        flag = "give --off-mnist" if count == 2 else "leave out --off-mnist"
-        raise ValueError(f"{args.out_dir} holds a study of {count} objective(s): {flag} to continue it")
-    if args.off_mnist and not study.trials and args.worker is None:  # the baseline, as trial 0
-        study.enqueue_trial({name: str(value) if args.space[name][0] == "choice" else value
-                             for name, value in train_defaults(args).items()})
+    if name not in names:
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                   direction="maximize", load_if_exists=True)
+    # loaded, not created again: that would add a line to the journal each time
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if len(study.directions) != 1:  # results/handwriting's study; the code at 364e48c reads it
+        raise ValueError(f"{args.out_dir} holds a two-objective study, which this search.py does not run")
     return study
 
 
@@ -362,7 +313,7 @@ def work(args, study):
 
     def after_trial(study, trial):
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            print(f"trial {trial.number}: {', '.join(f'{value:.2f}%' for value in trial.values)} "
+            print(f"trial {trial.number}: {trial.value:.2f}% "
                   f"{' '.join(f'{k} {v}' for k, v in trial.user_attrs['flags'].items())}", flush=True)
         if at_budget() or STOPPING.is_set():
             study.stop()
@@ -406,13 +357,10 @@ def main(argv=None):
         if not args.report and args.worker is None:  # the first process, not one of its workers
             fail_orphans(study)
             requeue_interrupted(study)
-            if args.off_mnist:  # prepared once, before the workers read it
-                ensure_mnist(args.data_dir)
-                robustness.suite(args.data_dir, args.holdout)
         finished = args.report or (start_workers(args, argv) if args.jobs > 1 else work(args, study))
         if args.worker is None:
             write_report(study, args)
-    except (ImportError, ValueError, OSError, DataError) as error:
+    except (ImportError, ValueError, OSError) as error:
         sys.exit(f"search.py: error: {one_line(error)}")
     if not finished:
         sys.exit(1 if args.worker is not None else
@@ -421,25 +369,22 @@ def main(argv=None):
 
 def write_report(study, args):
     """OUT_DIR/trials.md (counts, importances, the best trials as train.py commands),
-    history.png and importance.png; with two objectives, the Pareto front, every trial's
-    scores by kind (kinds_table) and pareto.png."""
+    history.png and importance.png."""
     import warnings
 
     pyplot()  # matplotlib with the Agg backend, before Optuna's plots import it
     from optuna.visualization import matplotlib as plots
 
-    folder, trials, two = Path(args.out_dir), study.get_trials(deepcopy=False), len(study.directions) == 2
+    folder, trials = Path(args.out_dir), study.get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
-    # two objectives: the Pareto front (no trial better on both), by its off-MNIST value
-    done = sorted(study.best_trials if two else (t for t in trials if t.state.name == "COMPLETE"),
-                  key=lambda t: -t.values[-1])
+    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: -t.value)
     hours = sum(t.user_attrs.get("train_seconds", 0) for t in trials) / 3600
     lines = [f"# Study {study.study_name}", "",
              f"Trials that trained: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
              f"{states.count('FAIL')} failed or stopped, {states.count('RUNNING')} running.",
              f"Training time: {hours:.2f} h of runs (each at --threads as given).", ""]
     evaluator, importances = optuna.importance.PedAnovaImportanceEvaluator(), {}
-    if len(done) >= 4 and not two:
+    if len(done) >= 4:
         try:
             importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
         except (ValueError, RuntimeError) as error:
@@ -447,50 +392,23 @@ def write_report(study, args):
     if importances:
         lines += ["Parameter importance (PED-ANOVA, on the completed trials): " + ", ".join(
             f"{name} {value:.2f}" for name, value in importances.items()), ""]
-    values = [f"worst of the last {LAST_EPOCHS} epochs", "by seed"] + ["off-MNIST suite", "by seed"] * two
-    lines += ["The Pareto front:" if two else f"The best {args.top}:", "",
-              f"| rank | trial | {' | '.join(values)} | parameters | train.py command |",
-              "| --- " * (len(values) + 4) + "|"]
-    for rank, t in enumerate(done[:None if two else args.top], 1):
-        cells = [f"{value:.2f}% | " + ", ".join(f"{v:.2f}" for v in t.user_attrs[attr].values())
-                 for value, attr in zip(t.values, ("worst_by_seed", "off_mnist_by_seed"))]
-        flags = t.user_attrs.get("train_flags", args.train_flags)
-        # --data-dir decides nothing and is the study's machine's own: the reader's default applies
-        shown = [word for before, word in zip(["", *flags], flags)
-                 if "--data-dir" not in (before, word) and not word.startswith("--data-dir=")]
-        command = " ".join(["python train.py", *shown,
+    lines += [f"| rank | trial | worst of the last {LAST_EPOCHS} epochs | by seed | parameters "
+              "| train.py command |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for rank, t in enumerate(done[:args.top], 1):
+        by_seed = ", ".join(f"{v:.2f}" for v in t.user_attrs["worst_by_seed"].values())
+        command = " ".join(["python train.py", *t.user_attrs.get("train_flags", args.train_flags),
                             *(part for item in t.user_attrs["flags"].items() for part in item)])
-        lines.append(f"| {rank} | {t.number} | {' | '.join(cells)} | "
+        lines.append(f"| {rank} | {t.number} | {t.value:.2f}% | {by_seed} | "
                      f"{t.user_attrs.get('parameters', '')} | `{command}` |")
-    if two:
-        lines += kinds_table(study)
     atomic_write(folder / "trials.md", lambda f: f.write("\n".join(lines).encode() + b"\n"))
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the matplotlib plots'
-    if done and two:
-        names = [f"MNIST validation, worst of the last {LAST_EPOCHS} epochs (%)", "off-MNIST suite mean (%)"]
-        save_figure(plots.plot_pareto_front(study, target_names=names).figure, folder / "pareto.png")
-    elif done:
+    if done:
         save_figure(plots.plot_optimization_history(study).figure, folder / "history.png")
     if importances:
         save_figure(plots.plot_param_importances(study, evaluator=evaluator).figure,
                     folder / "importance.png")
     print("\n".join(lines), f"\nWrote {folder / 'trials.md'}", sep="")
-
-
-def kinds_table(study):
-    """Markdown lines: every complete trial of a two-objective study, by its off-MNIST value,
-    with its MNIST value, each kind of the suite (the mean over its seeds), and whether it is on the front."""
-    done = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: -t.values[1])
-    if not done:
-        return []
-    kinds, front = list(done[0].user_attrs["off_mnist_kinds"]), {t.number for t in study.best_trials}
-    lines = ["", "Every complete trial, each kind of the suite (mean over the seeds, %):", "",
-             f"| trial | front | MNIST | suite | {' | '.join(kinds)} |", "| --- " * (len(kinds) + 4) + "|"]
-    for t in done:
-        cells = [str(t.number), "yes" * (t.number in front), *(f"{value:.2f}" for value in t.values),
-                 *(f"{t.user_attrs['off_mnist_kinds'][kind]:.1f}" for kind in kinds)]
-        lines.append(f"| {' | '.join(cells)} |")
-    return lines
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ on paired seeds of --holdout runs, MNIST validation and the off-MNIST suite, and
 Each folder holds seedN/ runs of one recipe (a search.py trial's folder, or seeds.py's
 --out-dir), all with the same --holdout. The seeds that every folder has are the paired ones.
 Per seed: MNIST, the lowest validation accuracy of the last three epochs; suite, the mean of
-robustness.suite read by the seed's weights.pt. Per candidate: d, the per-seed difference
+handwriting_suite.suite read by the seed's weights.pt. Per candidate: d, the per-seed difference
 candidate minus default in MNIST, its mean and SE = sd / sqrt(seeds).
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import robustness  # noqa: E402
+import handwriting_suite  # noqa: E402 (beside this file)
+
 import train  # noqa: E402
 from data import DataError  # noqa: E402
 from model import WeightsError, load_model  # noqa: E402
@@ -34,9 +35,11 @@ def histories(folders):
 
 def seed_scores(folder, seeds, history, kinds):
     """{seed: (MNIST, suite)} of FOLDER's runs of SEEDS (HISTORY: their history.json by seed)."""
-    return {seed: (lowest_of_last(history[seed]["epochs"]),
-                   robustness.suite_scores(load_model(folder / f"seed{seed}" / "weights.pt"), kinds)["mean"])
-            for seed in seeds}
+    def suite_mean(seed):
+        model = load_model(folder / f"seed{seed}" / "weights.pt")
+        return handwriting_suite.suite_scores(model, kinds)["mean"]
+
+    return {seed: (lowest_of_last(history[seed]["epochs"]), suite_mean(seed)) for seed in seeds}
 
 
 def choose(rows):
@@ -67,8 +70,8 @@ def main(argv=None):
         holdouts = {runs[folder][seed]["config"].get("holdout") for folder in folders for seed in seeds}
         if len(holdouts) > 1 or not holdouts.pop():  # else the suite or MNIST's validation digits differ
             raise ValueError("every run must hold out the same training digits (--holdout N, N > 0)")
-        kinds = robustness.suite(args.data_dir, runs[args.default][seeds[0]]["config"]["holdout"], args.count,
-                                 args.font_count)
+        holdout = runs[args.default][seeds[0]]["config"]["holdout"]
+        kinds = handwriting_suite.suite(args.data_dir, holdout, args.count, args.font_count)
         scores = {folder: seed_scores(folder, seeds, runs[folder], kinds) for folder in folders}
     except (DataError, WeightsError, OSError, ValueError, KeyError, RuntimeError) as error:
         sys.exit(f"handwriting_pick.py: error: {error}")

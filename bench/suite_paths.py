@@ -1,6 +1,6 @@
 """The off-MNIST suite's corruptions two ways: as the network sees them (the 28x28 corrupted image
 fed straight in) and through the product (drawn on a page, saved as JPEG and read by predict.py's
-preparation, as robustness.suite holds them), for each weights.pt given.
+preparation, as bench/handwriting_suite.py holds them), for each weights.pt given.
 
     python bench/suite_paths.py A/seed1/weights.pt B/seed1/weights.pt --figure misread.png
 
@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from handwriting_suite import SUITE_SEED, suite  # noqa: E402 (beside this file)
 
 import robustness  # noqa: E402
 import train  # noqa: E402
@@ -62,7 +64,7 @@ def main(argv=None):
         for path in args.weights:
             held_out(path)
         ensure_mnist(args.data_dir)
-        kinds = robustness.suite(args.data_dir, HOLDOUT, COUNT)
+        kinds = suite(args.data_dir, HOLDOUT, COUNT)
         _, (pixels, labels) = read_splits(args.data_dir, HOLDOUT)
         images, labels = to_unit_interval(pixels[:COUNT]), labels[:COUNT]
     except (DataError, WeightsError, ValueError, KeyError, OSError, RuntimeError) as error:
@@ -70,7 +72,7 @@ def main(argv=None):
     names = list(robustness.CORRUPTIONS)
     print("| weights | way | " + " | ".join(names) + " |\n|" + " --- |" * (len(names) + 2))
     for path, model in zip(args.weights, models):
-        seen = [robustness.accuracy(model, robustness.corrupted(images, name, robustness.SUITE_SEED), labels)
+        seen = [robustness.accuracy(model, robustness.corrupted(images, name, SUITE_SEED), labels)
                 for name in names]
         product = [robustness.accuracy(model, *kinds[name]) for name in names]
         for way, scores in ("network sees", seen), ("through the product", product):

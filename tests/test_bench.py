@@ -1,7 +1,8 @@
 """bench/step.py on a tiny configuration: it runs, and its table adds up. No timing is asserted.
 bench/frontier.py, bench/screening_table.py, bench/paper_val.py and bench/handwriting_pick.py on
 hand-made outputs; bench/suite_paths.py's refusal. Each runs as a process: the tests import
-nothing from bench/. bench/readme.py: README's results table agrees with results/."""
+nothing from bench/ but handwriting_suite, whose cache they check. bench/readme.py: README's
+results table agrees with results/."""
 
 import csv
 import io
@@ -275,3 +276,23 @@ def test_suite_paths_refuses_missing_weights_and_a_network_that_trained_on_the_s
     done = suite_paths(tmp_path / "weights.pt")
     assert done.returncode == 2 and not (tmp_path / "m.png").exists()
     assert "trained with --holdout 0, so on the suite's digits" in done.stderr
+
+
+def test_the_handwriting_suite_reads_held_out_digits_once_and_keeps_them(synthetic_mnist, monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))  # imported, not run: its cache is the point
+    import handwriting_suite
+
+    kinds = handwriting_suite.suite(synthetic_mnist, 56, count=20, font_count=10)
+    pixels, labels = read_split(synthetic_mnist, train=True)
+    assert list(kinds) == [*robustness.KINDS, "fonts"]
+    assert all(torch.equal(kinds[name][1], labels[-56:][:20]) for name in robustness.KINDS)
+    pages = robustness.pages(to_unit_interval(pixels[-56:][:20]), "clean", handwriting_suite.SUITE_SEED)
+    assert torch.equal(kinds["clean"][0], robustness.prepared(pages))  # the first 20 of the last 56
+    assert len(kinds["fonts"][1]) == 10 and len(list(synthetic_mnist.glob("suite-holdout56-20-*.pt"))) == 1
+    all_held_out = handwriting_suite.suite(synthetic_mnist, 8, count=20, font_count=1)
+    assert len(all_held_out["clean"][1]) == 8
+    with pytest.raises(ValueError, match="give a --holdout"):
+        handwriting_suite.suite(synthetic_mnist, 0)
+    monkeypatch.setattr(robustness, "product_digits", lambda *args: pytest.fail("prepared again"))
+    again = handwriting_suite.suite(synthetic_mnist, 56, count=20, font_count=10)
+    assert all(torch.equal(again[name][0], kinds[name][0]) for name in kinds)

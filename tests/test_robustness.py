@@ -14,7 +14,7 @@ from PIL import ImageFont
 
 import robustness
 from conftest import synthetic_digits
-from data import read_split, to_unit_interval
+from data import read_split
 from images import pieces_of
 from model import Net, normalize
 from train import save_weights
@@ -193,22 +193,6 @@ def test_a_pen_line_is_thin_and_keeps_the_strokes_connected():
         line = robustness.pen_line(seven, width)
         assert line.sum() < 0.4 * seven.sum() and (line[20:30].sum(axis=1) == width).all()
         assert len(np.unique(pieces_of(line)[0])) == 2  # the paper and one line
-
-
-def test_the_suite_reads_held_out_digits_once_and_keeps_them(synthetic_mnist, monkeypatch):
-    kinds = robustness.suite(synthetic_mnist, 56, count=20, font_count=10)
-    pixels, labels = read_split(synthetic_mnist, train=True)
-    assert list(kinds) == [*robustness.KINDS, "fonts"]
-    assert all(torch.equal(kinds[name][1], labels[-56:][:20]) for name in robustness.KINDS)
-    pages = robustness.pages(to_unit_interval(pixels[-56:][:20]), "clean", robustness.SUITE_SEED)
-    assert torch.equal(kinds["clean"][0], robustness.prepared(pages))  # the first 20 of the last 56
-    assert len(kinds["fonts"][1]) == 10 and len(list(synthetic_mnist.glob("suite-holdout56-20-*.pt"))) == 1
-    assert len(robustness.suite(synthetic_mnist, 8, count=20, font_count=1)["clean"][1]) == 8  # all held out
-    with pytest.raises(ValueError, match="give a --holdout"):
-        robustness.suite(synthetic_mnist, 0)
-    monkeypatch.setattr(robustness, "product_digits", lambda *args: pytest.fail("prepared again"))
-    again = robustness.suite(synthetic_mnist, 56, count=20, font_count=10)
-    assert all(torch.equal(again[name][0], kinds[name][0]) for name in kinds)
 
 
 def plain_thinning(mask):

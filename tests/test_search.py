@@ -2,7 +2,6 @@
 resumed, shared by two workers, kept in SQLite, pruned, and kept under a parameter budget."""
 
 import argparse
-import functools
 import json
 import os
 import signal
@@ -17,11 +16,10 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-import robustness
 import search
 import seeds
 from conftest import TRAIN_WITHOUT_ACQUISITION
-from model import Net, load_model
+from model import Net
 
 SEARCH = Path(__file__).resolve().parent / "search_without_acquisition.py"  # its runs skip acquisition
 
@@ -268,47 +266,11 @@ def test_prune_reads_each_epoch_from_epochs_json_and_stops_the_run_with_its_chec
     assert "stopped by SIGINT" in (folder / "train.log").read_text() and (folder / "checkpoint.pt").exists()
 
 
-def test_an_off_mnist_study_starts_from_the_default_and_reports_its_pareto_front(synthetic_mnist, tmp_path,
-                                                                                 monkeypatch):
-    monkeypatch.setattr(seeds, "TRAIN_PY", TRAIN_WITHOUT_ACQUISITION)
-    monkeypatch.setattr(search, "ensure_mnist", lambda data_dir: None)  # synthetic digits, not MNIST's
-    monkeypatch.setattr(robustness, "suite", functools.partial(robustness.suite, count=30, font_count=20))
-    argv = ["--out-dir", str(tmp_path / "study"), "--off-mnist", "--param", "scale=0.0:0.2",
-            "--param", "rotation=5.0:30.0", "--data-dir", str(synthetic_mnist), "--holdout", "56",
-            "--threads", "1", "--seeds", "1-2", "--epochs", "1", "--trials", "2", "--sampler-seed", "1"]
-    with pytest.raises(SystemExit):
-        search.parse_args([*argv, "--prune"])
-    search.main(argv)
-    trials = load(tmp_path / "study").trials
-    assert trials[0].params == {"scale": 0.0, "rotation": 7.0}  # train.py's defaults
-    assert [len(t.values) for t in trials] == [2, 2]
-    kinds = robustness.suite(synthetic_mnist, 56)
-    runs = tmp_path / "study" / "runs" / search.run_name(trials[1].user_attrs["flags"])
-    scores = [robustness.suite_scores(load_model(runs / f"seed{seed}" / "weights.pt"), kinds)["mean"]
-              for seed in (1, 2)]
-    assert trials[1].values[1] == pytest.approx(sum(scores) / 2)  # the suite's mean over the seeds
-    assert list(trials[1].user_attrs["off_mnist_by_seed"].values()) == pytest.approx(scores)
-    report = (tmp_path / "study" / "trials.md").read_text()
-    assert "The Pareto front" in report and "| trial | front | MNIST | suite | clean | shift |" in report
-    assert "python train.py --" in report and "--data-dir" not in report  # the reader's own data folder
-    assert (tmp_path / "study" / "pareto.png").exists()
-
-
-def test_an_off_mnist_study_refuses_a_space_without_the_defaults_and_a_study_of_one_objective(
-        synthetic_mnist, tmp_path, capsys):
-    common = ["--out-dir", str(tmp_path / "study"), "--data-dir", str(synthetic_mnist), "--holdout", "56",
-              "--seeds", "1", "--epochs", "1", "--off-mnist"]
-    with pytest.raises(SystemExit):
-        search.parse_args([*common, "--param", "rotation=10.0:30.0"])
-    assert "--param rotation: train.py's default 7.0 lies outside it" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # a flag train.py does not have: one line, not a KeyError
-        search.parse_args([*common, "--param", "pen=0.0:0.5"])
-    assert "unrecognized arguments: --pen" in capsys.readouterr().err
+def test_a_two_objective_study_is_refused_in_one_line(tmp_path):
     (tmp_path / "study").mkdir()
-    optuna.create_study(study_name="study", direction="maximize",
+    optuna.create_study(study_name="study", directions=["maximize", "maximize"],
                         storage=JournalStorage(JournalFileBackend(str(tmp_path / "study" / "journal.log"))))
     with pytest.raises(SystemExit) as refused:
-        search.main([*common, "--param", "scale=0.0:0.2"])
-    assert str(refused.value.code) == (f"search.py: error: {tmp_path / 'study'} holds a study of 1 "
-                                       "objective(s): leave out --off-mnist to continue it")
-    assert load(tmp_path / "study").trials == []
+        search.main(["--out-dir", str(tmp_path / "study"), "--report"])
+    assert str(refused.value.code) == (f"search.py: error: {tmp_path / 'study'} holds a two-objective study, "
+                                       "which this search.py does not run")
